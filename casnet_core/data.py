@@ -1,0 +1,178 @@
+"""Cityscapes-format data: the file layout, readers, and the training dataset with the paper's
+augmentations (random short-side resize, random crop, horizontal flip).
+
+Works unchanged on the real Cityscapes folders and on ``casnet synth`` output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from casnet_core.targets import build_targets
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str  # e.g. "frankfurt_000000_000294"
+    image_path: Path
+    label_ids_path: Path
+    instance_ids_path: Path
+
+
+def list_samples(root: str | os.PathLike, split: str) -> list[Sample]:
+    """All samples of a split, sorted by name; raises FileNotFoundError if there are none."""
+    root = Path(root)
+    images = sorted((root / "leftImg8bit" / split).glob(f"*/*{IMAGE_SUFFIX}"))
+    if not images:
+        raise FileNotFoundError(f"no images matching {root}/leftImg8bit/{split}/*/*{IMAGE_SUFFIX}")
+    samples = []
+    for image_path in images:
+        name = image_path.name[: -len(IMAGE_SUFFIX)]
+        gt_dir = root / "gtFine" / split / image_path.parent.name
+        samples.append(
+            Sample(name, image_path, gt_dir / f"{name}_gtFine_labelIds.png", gt_dir / f"{name}_gtFine_instanceIds.png")
+        )
+    return samples
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label_ids(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) uint8 Cityscapes label ids."""
+    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if labels is None or labels.ndim != 2:
+        raise FileNotFoundError(f"cannot read a single-channel label image {path}")
+    return labels.astype(np.uint8)
+
+
+def read_instance_ids(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) int32 Cityscapes instanceIds (16-bit PNG)."""
+    ids = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if ids is None or ids.ndim != 2:
+        raise FileNotFoundError(f"cannot read a single-channel instance image {path}")
+    return ids.astype(np.int32)
+
+
+class CityscapesDataset(Dataset):
+    """Images and CASNet targets.
+
+    Training (``augment=True``): the short side is resized to a random length in ``short_side``,
+    then a random ``crop_size`` (h, w) window is cut (padded with void where the image is smaller),
+    then flipped with probability 0.5. Randomness is drawn from (seed, epoch, index), so an epoch
+    is the same whatever the number of workers, and a resumed run sees the same data.
+
+    Evaluation (``augment=False``): the image resized so its short side is ``short_side[0]`` when
+    given, padded to a multiple of ``size_divisor``.
+
+    Items: "image" (3, H, W) float32 RGB 0..255, the targets of ``build_targets`` as tensors
+    ("semantic", "attributes", "thing_mask", "box_prob"), and "name".
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        *,
+        mode: str = "panoptic",
+        stride: int = 4,
+        augment: bool = True,
+        short_side: tuple[int, int] | None = (512, 1024),
+        crop_size: tuple[int, int] = (640, 1280),
+        flip: bool = True,
+        center_radius: float = 1.5,
+        size_divisor: int = 32,
+        seed: int = 0,
+    ) -> None:
+        self.samples = list_samples(root, split)
+        self.mode = mode
+        self.stride = stride
+        self.augment = augment
+        self.short_side = tuple(short_side) if short_side else None
+        self.crop_size = tuple(crop_size)
+        self.flip = flip
+        self.center_radius = center_radius
+        self.size_divisor = size_divisor
+        self.seed = seed
+        self.epoch = 0
+        if augment and (self.crop_size[0] % size_divisor or self.crop_size[1] % size_divisor):
+            raise ValueError(f"crop size {self.crop_size} must be a multiple of {size_divisor}")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        sample = self.samples[index]
+        image = read_image(sample.image_path)
+        labels = read_label_ids(sample.label_ids_path)
+        instances = read_instance_ids(sample.instance_ids_path)
+        if self.augment:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            image, labels, instances = self._augment(image, labels, instances, rng)
+        else:
+            if self.short_side:
+                image, labels, instances = _resize_short_side(image, labels, instances, self.short_side[0])
+            image, labels, instances = _pad_to(image, labels, instances, *_round_up(labels.shape, self.size_divisor))
+        targets = build_targets(labels, instances, mode=self.mode, stride=self.stride, center_radius=self.center_radius)
+        item: dict[str, torch.Tensor | str] = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
+            "name": sample.name,
+        }
+        for key in ("semantic", "attributes", "thing_mask", "box_prob"):
+            item[key] = torch.from_numpy(targets[key])
+        return item
+
+    def _augment(self, image, labels, instances, rng: np.random.Generator):
+        if self.short_side:
+            image, labels, instances = _resize_short_side(
+                image, labels, instances, int(rng.integers(self.short_side[0], self.short_side[1] + 1))
+            )
+        crop_h, crop_w = self.crop_size
+        image, labels, instances = _pad_to(image, labels, instances, max(crop_h, labels.shape[0]), max(crop_w, labels.shape[1]))
+        top = int(rng.integers(0, labels.shape[0] - crop_h + 1))
+        left = int(rng.integers(0, labels.shape[1] - crop_w + 1))
+        window = (slice(top, top + crop_h), slice(left, left + crop_w))
+        image, labels, instances = image[window], labels[window], instances[window]
+        if self.flip and rng.random() < 0.5:
+            image, labels, instances = image[:, ::-1], labels[:, ::-1], instances[:, ::-1]
+        return np.ascontiguousarray(image), np.ascontiguousarray(labels), np.ascontiguousarray(instances)
+
+
+def _resize_short_side(image, labels, instances, short: int):
+    height, width = labels.shape
+    scale = short / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 takes (w, h)
+    return (
+        cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
+        cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST),
+        cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST),
+    )
+
+
+def _pad_to(image, labels, instances, height: int, width: int):
+    """Pads bottom/right; label id 0 ("unlabeled") is void, so padding is ignored by the losses."""
+    pad = ((0, height - labels.shape[0]), (0, width - labels.shape[1]))
+    if pad == ((0, 0), (0, 0)):
+        return image, labels, instances
+    return np.pad(image, pad + ((0, 0),)), np.pad(labels, pad), np.pad(instances, pad)
+
+
+def _round_up(shape: tuple[int, int], divisor: int) -> tuple[int, int]:
+    return tuple(-(-s // divisor) * divisor for s in shape)

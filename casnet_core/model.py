@@ -1,0 +1,179 @@
+"""The CASNet network (paper, section III.A): a timm backbone, multi-scale fusion to the output
+stride, and three fully convolutional heads.
+
+Heads read the backbone's declared feature channels and strides (``feature_info``); nothing about a
+particular backbone is hard-coded. ``build_casnet`` is the one place that holds hyperparameters.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from casnet_core.labels import NUM_THING_CLASSES, ClassSpace, class_space
+
+# ImageNet statistics in 0..255 RGB, the normalisation timm backbones are trained with.
+_PIXEL_MEAN = (123.675, 116.28, 103.53)
+_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class Backbone(nn.Module):
+    """A timm ``features_only`` model restricted to the features at or below the output stride.
+
+    Attributes:
+        channels: channels of each kept feature map, finest first.
+        strides: stride of each kept feature map, finest first.
+    """
+
+    def __init__(self, name: str, *, output_stride: int, weights_path: str | None = None) -> None:
+        super().__init__()
+        kwargs: dict[str, Any] = {"features_only": True, "pretrained": False}
+        if name.startswith("hrnet"):
+            # Raw branch outputs (18/36/72/144 wide for w18) instead of the classification
+            # "incre" modules (128..1024 wide): HRNetV2's segmentation representation, and cheaper.
+            kwargs["feature_location"] = ""
+        if weights_path is not None:
+            # timm loads a local file into the full model before it is cut down to its features.
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights_path)})
+        self.body = timm.create_model(name, **kwargs)
+        info = self.body.feature_info
+        self._keep = [i for i, r in enumerate(info.reduction()) if r >= output_stride]
+        if not self._keep or info.reduction()[self._keep[0]] != output_stride:
+            raise ValueError(f"backbone {name!r} has no feature map at stride {output_stride}: {info.reduction()}")
+        self.channels = [info.channels()[i] for i in self._keep]
+        self.strides = [info.reduction()[i] for i in self._keep]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = self.body(x)
+        return [features[i] for i in self._keep]
+
+
+class Fusion(nn.Module):
+    """HRNetV2-style fusion: every feature map upsampled to the finest one, concatenated, mixed."""
+
+    def __init__(self, in_channels: list[int], out_channels: int) -> None:
+        super().__init__()
+        self.mix = nn.Sequential(
+            nn.Conv2d(sum(in_channels), out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[-2:]
+        upsampled = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]]
+        return self.mix(torch.cat(upsampled, dim=1))
+
+
+class Head(nn.Module):
+    """FCN head: 3x3 conv, BN, ReLU, 1x1 conv to ``out_channels``."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *, bias_init: float = 0.0) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(
+            nn.Conv2d(in_channels, hidden_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.out = nn.Conv2d(hidden_channels, out_channels, 1)
+        nn.init.normal_(self.out.weight, std=0.01)
+        nn.init.constant_(self.out.bias, bias_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(x))
+
+
+class CASNet(nn.Module):
+    """Backbone + fusion + semantic / common-attribute / box-probability heads.
+
+    ``forward(images)`` takes (B, 3, H, W) float RGB in 0..255, H and W multiples of ``size_divisor``,
+    and returns a dict:
+        "semantic": (B, C, H/s, W/s) class logits (absent without a semantic head: separated mode)
+        "attributes": (B, 4, H/s, W/s) distances (l, t, r, b) to the instance box borders, in units of s
+        "box_logits": (B, 8, H/s, W/s) box-probability logits, one channel per thing class
+    where s is ``output_stride``. See ``casnet_core.targets`` for the geometry of the attributes.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        fusion: Fusion,
+        attribute_head: Head,
+        box_head: Head,
+        semantic_head: Head | None,
+        *,
+        classes: ClassSpace,
+        config: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fusion = fusion
+        self.semantic_head = semantic_head
+        self.attribute_head = attribute_head
+        self.box_head = box_head
+        self.class_space = classes
+        self.config = dict(config)
+        self.output_stride = backbone.strides[0]
+        self.size_divisor = max(backbone.strides)
+        self.register_buffer("pixel_mean", torch.tensor(_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def has_semantic_head(self) -> bool:
+        return self.semantic_head is not None
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if images.shape[-2] % self.size_divisor or images.shape[-1] % self.size_divisor:
+            raise ValueError(f"input size {tuple(images.shape[-2:])} is not a multiple of {self.size_divisor}")
+        x = (images - self.pixel_mean) / self.pixel_std
+        fused = self.fusion(self.backbone(x))
+        outputs = {
+            # Softplus keeps distances non-negative with a gradient everywhere (ReLU would die at 0).
+            "attributes": F.softplus(self.attribute_head(fused)),
+            "box_logits": self.box_head(fused),
+        }
+        if self.semantic_head is not None:
+            outputs["semantic"] = self.semantic_head(fused)
+        return outputs
+
+
+def build_casnet(
+    backbone: str = "hrnet_w18_small",
+    *,
+    mode: str = "panoptic",
+    semantic_head: bool = True,
+    fusion_channels: int = 128,
+    head_channels: int = 64,
+    output_stride: int = 4,
+    weights_path: str | None = None,
+) -> CASNet:
+    """Builds CASNet. ``semantic_head=False`` is the separated mode (semantics come from elsewhere).
+
+    ``weights_path``: optional local backbone weights (timm format), never downloaded.
+    """
+    classes = class_space(mode)
+    config = {
+        "backbone": backbone,
+        "mode": mode,
+        "semantic_head": semantic_head,
+        "fusion_channels": fusion_channels,
+        "head_channels": head_channels,
+        "output_stride": output_stride,
+    }
+    body = Backbone(backbone, output_stride=output_stride, weights_path=weights_path)
+    fusion = Fusion(body.channels, fusion_channels)
+    prior = 0.01  # FCOS: start every box-probability pixel at p=0.01 so BCE is not swamped at step 0.
+    return CASNet(
+        backbone=body,
+        fusion=fusion,
+        attribute_head=Head(fusion_channels, head_channels, 4),
+        box_head=Head(fusion_channels, head_channels, NUM_THING_CLASSES, bias_init=-math.log((1 - prior) / prior)),
+        semantic_head=Head(fusion_channels, head_channels, classes.num_classes) if semantic_head else None,
+        classes=classes,
+        config=config,
+    )

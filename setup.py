@@ -1,0 +1,34 @@
+"""casnet_core (pure PyTorch library, CLI `casnet`) and casnet_ros (the ROS 2 node), one distribution.
+
+On a ROS 2 install this is the ament_python package `casnet_ros` (colcon build); elsewhere
+`pip install -e .` gives the library and the CLI. The interface packages live in msg/.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "casnet_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="CASNet instance and panoptic segmentation: PyTorch library and ROS 2 perception node",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["casnet_core", "casnet_core.*", "casnet_ros", "casnet_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+    ],
+    install_requires=["numpy", "torch", "torchvision", "timm", "opencv-python-headless",
+                      "cityscapesscripts", "pyyaml", "tqdm", "scipy"],
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "casnet = casnet_core.cli:main",
+            "casnet_node = casnet_ros.node:main",
+        ],
+    },
+)

@@ -1,0 +1,26 @@
+"""Shared fixtures: one small generated dataset and one small random-weights checkpoint per session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small Cityscapes-format dataset from the synthetic generator: 6 train, 3 val, 256x512."""
+    from casnet_core.synth import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("synth"), num_train=6, num_val=3, height=256, width=512, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A real CASNet (hrnet_w18_small, narrow heads) with seeded random weights, saved as a checkpoint."""
+    import torch
+
+    from casnet_core.checkpoint import save_checkpoint
+    from casnet_core.model import build_casnet
+
+    torch.manual_seed(0)
+    model = build_casnet("hrnet_w18_small", mode="panoptic", fusion_channels=32, head_channels=16)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model.eval())

@@ -1,0 +1,130 @@
+"""The network, its losses and its checkpoints, with real timm backbones."""
+
+import pytest
+import torch
+
+from casnet_core.checkpoint import CheckpointError, load_model, save_checkpoint
+from casnet_core.labels import NUM_THING_CLASSES
+from casnet_core.losses import casnet_losses
+from casnet_core.model import build_casnet
+
+
+@pytest.mark.parametrize(
+    "backbone, mode, classes",
+    [
+        ("hrnet_w18_small", "panoptic", 19),
+        ("hrnet_w18_small_v2", "instance", 9),
+        ("hrnet_w48", "panoptic", 19),
+        ("resnet18", "panoptic", 19),  # any timm model that gives features
+    ],
+)
+def test_output_shapes_for_each_backbone(backbone, mode, classes):
+    model = build_casnet(backbone, mode=mode, fusion_channels=32, head_channels=16).eval()
+    assert model.output_stride == 4 and model.size_divisor == 32
+    with torch.inference_mode():
+        out = model(torch.rand(2, 3, 64, 96) * 255)
+    assert out["semantic"].shape == (2, classes, 16, 24)
+    assert out["attributes"].shape == (2, 4, 16, 24)
+    assert out["box_logits"].shape == (2, NUM_THING_CLASSES, 16, 24)
+    assert (out["attributes"] >= 0).all()
+
+
+def test_heads_read_the_backbone_channels():
+    small, wide = build_casnet("hrnet_w18_small"), build_casnet("hrnet_w18_small_v2")
+    assert small.backbone.channels == [16, 32, 64, 128]
+    assert wide.backbone.channels == [18, 36, 72, 144]
+    assert small.fusion.mix[0].in_channels == 240 and wide.fusion.mix[0].in_channels == 270
+
+
+def test_separated_mode_has_no_semantic_head_and_no_semantic_loss():
+    model = build_casnet("hrnet_w18_small", semantic_head=False, fusion_channels=32, head_channels=16)
+    out = model(torch.rand(1, 3, 64, 64) * 255)
+    assert "semantic" not in out and not model.has_semantic_head
+    losses = casnet_losses(out, _random_targets(16, 16))
+    assert losses["semantic"] == 0 and torch.isfinite(losses["loss"])
+
+
+def test_input_not_a_multiple_of_the_divisor_is_refused():
+    model = build_casnet("hrnet_w18_small", fusion_channels=32, head_channels=16)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        model(torch.zeros(1, 3, 60, 64))
+
+
+def _random_targets(h, w, classes=19):
+    torch.manual_seed(1)
+    semantic = torch.randint(0, classes, (1, h, w))
+    semantic[0, 0] = 255
+    thing = torch.rand(1, h, w) > 0.5
+    return {
+        "semantic": semantic,
+        "attributes": torch.rand(1, 4, h, w) * 10 * thing.unsqueeze(1),
+        "thing_mask": thing,
+        "box_prob": (torch.rand(1, NUM_THING_CLASSES, h, w) > 0.95).float(),
+    }
+
+
+def test_losses_are_finite_weighted_and_backpropagate():
+    model = build_casnet("hrnet_w18_small", fusion_channels=32, head_channels=16)
+    out = model(torch.rand(1, 3, 64, 64) * 255)
+    targets = _random_targets(16, 16)
+    losses = casnet_losses(out, targets, alpha=1.0, beta=0.5, gamma=2.0)
+    for key in ("loss", "semantic", "attributes", "box_prob"):
+        assert torch.isfinite(losses[key]) and losses[key] > 0
+    expected = losses["semantic"] + 0.5 * losses["attributes"] + 2.0 * losses["box_prob"]
+    torch.testing.assert_close(losses["loss"].detach(), expected)
+    losses["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_losses_without_any_thing_pixel_are_finite():
+    model = build_casnet("hrnet_w18_small", fusion_channels=32, head_channels=16)
+    out = model(torch.rand(1, 3, 64, 64) * 255)
+    targets = _random_targets(16, 16)
+    targets["thing_mask"][:] = False
+    targets["semantic"][:] = 255
+    losses = casnet_losses(out, targets)
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+
+
+def test_checkpoint_round_trip_needs_nothing_but_the_file(tmp_path):
+    torch.manual_seed(0)
+    model = build_casnet("hrnet_w18_small", mode="instance", fusion_channels=32, head_channels=16).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, extra={"step": 7})
+    loaded, meta = load_model(path)
+    assert meta["mode"] == "instance" and meta["step"] == 7 and meta["class_names"][0] == "background"
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.inference_mode():
+        a, b = model(x), loaded(x)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert not list(tmp_path.glob("*.tmp"))  # the atomic write leaves no temporary file
+
+
+def test_missing_corrupt_foreign_and_mismatched_checkpoints_fail_loudly(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "absent.pt")
+    model = build_casnet("hrnet_w18_small", fusion_channels=32, head_channels=16)
+    good = save_checkpoint(tmp_path / "good.pt", model).read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_model(tmp_path / "truncated.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a CASNet checkpoint"):
+        load_model(tmp_path / "foreign.pt")
+    # Weights of one architecture under the description of another.
+    payload = torch.load(tmp_path / "good.pt", weights_only=True)
+    payload["config"]["head_channels"] = 64
+    torch.save(payload, tmp_path / "mismatched.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(tmp_path / "mismatched.pt")
+
+
+def test_a_checkpoint_with_arbitrary_pickles_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "casnet-checkpoint/1", "evil": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_model(tmp_path / "evil.pt")

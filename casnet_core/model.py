@@ -20,6 +20,10 @@ from casnet_core.labels import NUM_THING_CLASSES, ClassSpace, class_space
 # ImageNet statistics in 0..255 RGB, the normalisation timm backbones are trained with.
 _PIXEL_MEAN = (123.675, 116.28, 103.53)
 _PIXEL_STD = (58.395, 57.12, 57.375)
+# Attributes are exp(head output); e^9 = 8103 strides is beyond any image.
+_MAX_LOG_DISTANCE = 9.0
+# Initial attribute (in strides) of every pixel: a typical distance, so early steps are not spent getting there.
+_INITIAL_DISTANCE = 4.0
 
 
 class Backbone(nn.Module):
@@ -133,8 +137,9 @@ class CASNet(nn.Module):
         x = (images - self.pixel_mean) / self.pixel_std
         fused = self.fusion(self.backbone(x))
         outputs = {
-            # Softplus keeps distances non-negative with a gradient everywhere (ReLU would die at 0).
-            "attributes": F.softplus(self.attribute_head(fused)),
+            # exp, as FCOS regresses box distances: positive, and the step a gradient makes is relative
+            # to the distance, so distances of 1 and of 100 strides train alike. Clamped against overflow.
+            "attributes": torch.exp(self.attribute_head(fused).clamp(max=_MAX_LOG_DISTANCE)),
             "box_logits": self.box_head(fused),
         }
         if self.semantic_head is not None:
@@ -171,7 +176,7 @@ def build_casnet(
     return CASNet(
         backbone=body,
         fusion=fusion,
-        attribute_head=Head(fusion_channels, head_channels, 4),
+        attribute_head=Head(fusion_channels, head_channels, 4, bias_init=math.log(_INITIAL_DISTANCE)),
         box_head=Head(fusion_channels, head_channels, NUM_THING_CLASSES, bias_init=-math.log((1 - prior) / prior)),
         semantic_head=Head(fusion_channels, head_channels, classes.num_classes) if semantic_head else None,
         classes=classes,

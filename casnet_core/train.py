@@ -164,7 +164,7 @@ def train(
                         losses = casnet_losses(model(images), targets, **loss_cfg)
                     scaler.scale(losses["loss"] / accumulation).backward()
                 for key in sums:
-                    sums[key] += float(losses[key]) / accumulation
+                    sums[key] += float(losses[key].detach()) / accumulation
             if not math.isfinite(sums["loss"]):
                 raise FloatingPointError(f"loss is {sums['loss']} at step {step}; lower solver.lr or check the data")
             scaler.unscale_(optimizer)

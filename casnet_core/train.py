@@ -35,18 +35,9 @@ from casnet_core.config import load_config
 from casnet_core.data import CityscapesDataset
 from casnet_core.losses import casnet_losses
 from casnet_core.model import build_casnet
+from casnet_core.predictor import resolve_device
 
 _TARGET_KEYS = ("semantic", "attributes", "thing_mask", "box_prob")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" -> the first CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for, but CUDA is not available")
-    return resolved
 
 
 def train(

@@ -1,0 +1,324 @@
+"""The one inference facade of CASNet (CLI, ROS node, evaluation): image in, panoptic map and instances out.
+
+``casnet predict --checkpoint CKPT --out DIR IMAGE...`` writes per image, NAME being the image's file stem:
+
+* ``NAME_panoptic.png``: the panoptic map (Cityscapes ids: thing label_id*1000+k, stuff label_id, void 0)
+  as an 8-bit RGB PNG with id = R + 256 G + 256^2 B, the COCO / Cityscapes panoptic encoding that
+  cityscapesScripts reads and writes (a 16-bit PNG would overflow for label id 33 from k = 32536 on).
+* ``NAME_overlay.png``: the colour overlay of ``casnet_core.visualize.colorize`` on the image.
+* ``NAME_instances.json``: image size, mode, timings and the instances (id, label_id, class_name, score,
+  box (x0, y0, x1, y1) with exclusive x1/y1, area, centroid (x, y)), in input-image pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from casnet_core.postprocess import common_attribute_support
+
+PANOPTIC_PNG_ENCODING = "id = R + 256*G + 256^2*B"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One thing instance, in pixels of the input image (box x1/y1 exclusive, centroid = mean pixel centre)."""
+
+    id: int  # its panoptic id, label_id * 1000 + k
+    label_id: int
+    class_name: str
+    score: float
+    box: tuple[float, float, float, float]
+    area: int
+    centroid: tuple[float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Prediction:
+    """panoptic: (H, W) int32 Cityscapes panoptic ids; semantic: (H, W) uint8 Cityscapes label ids (0 void);
+    instances: by decreasing score; timings: seconds of "preprocess", "forward", "postprocess"."""
+
+    panoptic: np.ndarray
+    semantic: np.ndarray
+    instances: list[Instance]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> the first CUDA device when there is one, else the CPU; "cuda:N" / "cpu" as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available")
+    return resolved
+
+
+class Predictor:
+    """Runs a CASNet model and its post-processing on single RGB images of any size.
+
+    Args:
+        model: a ``CASNet`` (``casnet_core.model.build_casnet``); moved to ``device``, put in eval mode.
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+        fp16: float16 autocast for the forward pass; CUDA only (ignored with a warning on the CPU).
+        mode: what is output, "panoptic" or "instance"; default the model's mode. A panoptic model can
+            output instances only; an instance model has no stuff classes to output.
+        input_size: optional (height, width) the image is resized to before the network (then padded to
+            ``model.size_divisor``); outputs are always at the size of the given image.
+        box_threshold, nms_iou, min_area, stuff_area, tie_margin: post-processing thresholds
+            (``casnet_core.postprocess.common_attribute_support``); plain attributes, settable between calls.
+            ``min_area`` and ``stuff_area`` are in pixels of the given image.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str | torch.device = "auto",
+        fp16: bool = False,
+        *,
+        mode: str | None = None,
+        input_size: tuple[int, int] | None = None,
+        box_threshold: float = 0.5,
+        nms_iou: float = 0.6,
+        min_area: int = 32,
+        stuff_area: int = 2048,
+        tie_margin: float = 0.05,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        if fp16 and self.device.type != "cuda":
+            warnings.warn("fp16 autocast is used on CUDA only; running in float32 on the CPU", stacklevel=2)
+        self.fp16 = bool(fp16) and self.device.type == "cuda"
+        self.class_space = model.class_space
+        self.mode = mode or self.class_space.mode
+        if self.mode not in ("panoptic", "instance"):
+            raise ValueError(f"mode must be 'panoptic' or 'instance', got {self.mode!r}")
+        if self.mode == "panoptic" and self.class_space.mode != "panoptic":
+            raise ValueError("an instance-mode model has no stuff classes: it cannot output panoptic maps")
+        if input_size is not None:
+            input_size = (int(input_size[0]), int(input_size[1]))
+            if min(input_size) < 1:
+                raise ValueError(f"input_size must be positive, got {input_size}")
+        self.input_size = input_size
+        self.box_threshold = box_threshold
+        self.nms_iou = nms_iou
+        self.min_area = min_area
+        self.stuff_area = stuff_area
+        self.tie_margin = tie_margin
+        self.checkpoint_info: dict[str, Any] = {}
+        self._label_id_lut = torch.from_numpy(self.class_space.label_id_lut().astype(np.int64)).to(self.device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str | torch.device = "auto", fp16: bool = False,
+                        **kwargs: Any) -> "Predictor":
+        """A predictor for the model a checkpoint file describes (``casnet_core.checkpoint.load_model``)."""
+        from casnet_core.checkpoint import load_model
+
+        model, info = load_model(path, map_location="cpu")
+        predictor = cls(model, device, fp16, **kwargs)
+        predictor.checkpoint_info = {k: v for k, v in info.items() if k in ("config", "mode", "class_names")}
+        return predictor
+
+    def predict(self, image_rgb: np.ndarray, semantic_label_ids: np.ndarray | None = None) -> Prediction:
+        """Panoptic segmentation of one image.
+
+        Args:
+            image_rgb: (H, W, 3) uint8 RGB, any size, any strides (e.g. a view of a ROS buffer).
+                Grayscale images must be turned into RGB by the caller.
+            semantic_label_ids: optional (H, W) Cityscapes label ids from another segmentation model
+                (separated mode): they replace the semantic head. Needed when the model has none.
+        """
+        _check_image(image_rgb)
+        height, width = image_rgb.shape[:2]
+        if semantic_label_ids is not None:
+            _check_semantic(semantic_label_ids, (height, width))
+        elif not self.model.has_semantic_head:
+            raise ValueError("this model has no semantic head (separated mode): pass semantic_label_ids")
+        timings: dict[str, float] = {}
+
+        with torch.inference_mode():
+            start = time.perf_counter()
+            images, (net_height, net_width) = self._preprocess(image_rgb)
+            semantic = None
+            if semantic_label_ids is not None:
+                labels = torch.from_numpy(np.ascontiguousarray(semantic_label_ids).astype(np.int64, copy=False))
+                semantic = self._label_id_lut[labels.to(self.device).clamp(0, 255)][None]
+            self._sync()
+            timings["preprocess"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+                outputs = self.model(images)
+            self._sync()
+            timings["forward"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            result = common_attribute_support(
+                outputs["attributes"].float(),
+                outputs["box_logits"].float(),
+                semantic_logits=outputs["semantic"].float() if semantic is None else None,
+                semantic=semantic,
+                thing_classes=self.class_space.thing_classes,
+                label_ids=self.class_space.label_ids,
+                stride=self.model.output_stride,
+                output_size=(height, width),
+                input_scale=(net_height / height, net_width / width),
+                panoptic=self.mode == "panoptic",
+                box_threshold=self.box_threshold,
+                nms_iou=self.nms_iou,
+                tie_margin=self.tie_margin,
+                min_area=self.min_area,
+                stuff_area=self.stuff_area,
+            )
+            prediction = Prediction(
+                panoptic=result.panoptic[0].cpu().numpy(),
+                semantic=result.semantic[0].cpu().numpy(),
+                instances=self._instances(result),
+                timings=timings,
+            )
+            timings["postprocess"] = time.perf_counter() - start
+        return prediction
+
+    def _preprocess(self, image_rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(1, 3, H', W') float 0..255 on the device, resized to ``input_size`` and padded to the size
+        divisor with the model's mean colour (0 after its normalisation, as detectron2 pads); and (H', W')
+        before padding."""
+        # ascontiguousarray: torch.from_numpy refuses negative strides (flipped views).
+        pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device, non_blocking=True)
+        images = pixels.permute(2, 0, 1)[None].float()
+        if self.input_size is not None and self.input_size != tuple(images.shape[-2:]):
+            images = F.interpolate(images, size=self.input_size, mode="bilinear", align_corners=False,
+                                   antialias=True).clamp(0, 255)
+        height, width = images.shape[-2:]
+        divisor = self.model.size_divisor
+        padded_height, padded_width = -(-height // divisor) * divisor, -(-width // divisor) * divisor
+        if (padded_height, padded_width) != (height, width):
+            mean = getattr(self.model, "pixel_mean", None)
+            fill = mean.view(1, 3, 1, 1).to(images) if mean is not None else images.new_zeros(1, 3, 1, 1)
+            padded = fill.expand(1, 3, padded_height, padded_width).clone()
+            padded[:, :, :height, :width] = images
+            images = padded
+        return images, (height, width)
+
+    def _instances(self, result) -> list[Instance]:
+        names = self.class_space.names
+        rows = zip(result.instance_ids.tolist(), result.instance_label_ids.tolist(), result.instance_classes.tolist(),
+                   result.instance_scores.tolist(), result.instance_boxes.tolist(), result.instance_areas.tolist(),
+                   result.instance_centroids.tolist())
+        instances = [Instance(id=i, label_id=label, class_name=names[channel], score=score, box=tuple(box),
+                              area=area, centroid=tuple(centroid))
+                     for i, label, channel, score, box, area, centroid in rows]
+        return sorted(instances, key=lambda instance: -instance.score)
+
+    def _sync(self) -> None:
+        # Timings per stage need the device to have finished its queued work.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _check_image(image: Any) -> None:
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a numpy array (H, W, 3) uint8 RGB image, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        grayscale = image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
+        hint = " (grayscale: convert it to RGB first)" if grayscale else ""
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}{hint}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image (values 0..255), got dtype {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"empty image of shape {image.shape}")
+
+
+def _check_semantic(semantic: Any, size: tuple[int, int]) -> None:
+    if not isinstance(semantic, np.ndarray) or not np.issubdtype(semantic.dtype, np.integer):
+        raise ValueError("semantic_label_ids must be an integer numpy array of Cityscapes label ids")
+    if semantic.shape != size:
+        raise ValueError(f"semantic_label_ids has shape {semantic.shape}, the image is {size}")
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI: casnet predict
+# ----------------------------------------------------------------------------------------------
+
+
+def write_outputs(prediction: Prediction, image_rgb: np.ndarray, out_dir: Path, name: str, *,
+                  image_path: str = "", mode: str = "panoptic") -> list[Path]:
+    """Writes NAME_panoptic.png, NAME_overlay.png and NAME_instances.json (see the module docstring)."""
+    import cv2
+
+    from casnet_core.evaluation import encode_panoptic_rgb
+    from casnet_core.visualize import colorize
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}_panoptic.png", out_dir / f"{name}_overlay.png", out_dir / f"{name}_instances.json"]
+    pictures = (encode_panoptic_rgb(prediction.panoptic), colorize(prediction, image_rgb))
+    for path, rgb in zip(paths, pictures):
+        if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):  # OpenCV writes BGR
+            raise OSError(f"cannot write {path}")
+    height, width = prediction.panoptic.shape
+    document = {
+        "image": image_path,
+        "height": height,
+        "width": width,
+        "mode": mode,
+        "panoptic_png": {"file": paths[0].name, "encoding": PANOPTIC_PNG_ENCODING},
+        "timings": prediction.timings,
+        "instances": [instance.to_dict() for instance in prediction.instances],
+    }
+    paths[2].write_text(json.dumps(document, indent=1))
+    return paths
+
+
+def _main(args: argparse.Namespace) -> int:
+    from casnet_core.data import read_image
+
+    names = [Path(p).stem for p in args.images]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SystemExit(f"casnet predict: several images would write the same outputs: {duplicates}")
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, device=args.device, fp16=args.fp16, mode=args.mode,
+        input_size=tuple(args.input_size) if args.input_size else None, box_threshold=args.box_threshold,
+        nms_iou=args.nms_iou, min_area=args.min_area, stuff_area=args.stuff_area)
+    out_dir = Path(args.out)
+    for path, name in zip(args.images, names):
+        image = read_image(path)
+        prediction = predictor.predict(image)
+        write_outputs(prediction, image, out_dir, name, image_path=str(path), mode=predictor.mode)
+        stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in prediction.timings.items())
+        print(f"{path}: {len(prediction.instances)} instances ({stages})")
+    print(f"outputs in {out_dir}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="segment images with a checkpoint; writes panoptic PNG, overlay and instances JSON",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file (casnet train output)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda" or "cuda:N"')
+    parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
+    parser.add_argument("--mode", choices=("panoptic", "instance"), default=None,
+                        help="output mode (default: the checkpoint's)")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="resize images to H x W for the network (outputs stay at full size)")
+    parser.add_argument("--box-threshold", type=float, default=0.5, help="seed box probability (default 0.5)")
+    parser.add_argument("--nms-iou", type=float, default=0.6, help="NMS IoU between seed boxes (default 0.6)")
+    parser.add_argument("--min-area", type=int, default=32, help="minimum instance area in pixels (default 32)")
+    parser.add_argument("--stuff-area", type=int, default=2048,
+                        help="stuff regions below this many pixels become void (default 2048)")
+    parser.set_defaults(func=_main)

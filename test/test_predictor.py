@@ -1,0 +1,193 @@
+"""The Predictor facade, `casnet predict` and the overlay, with a real (random-weights) CASNet."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from casnet_core.checkpoint import save_checkpoint
+from casnet_core.model import build_casnet
+from casnet_core.predictor import Predictor
+from casnet_core.visualize import colorize
+
+ROAD, CAR, PERSON = 7, 26, 24  # Cityscapes label ids
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_casnet("hrnet_w18_small", mode="panoptic", fusion_channels=32, head_channels=16).eval()
+
+
+@pytest.fixture(scope="module")
+def predictor(model):
+    # A low box threshold: random weights give box probabilities near the 0.01 prior.
+    return Predictor(model, device="cpu", box_threshold=0.005, min_area=4, stuff_area=16)
+
+
+def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def check_consistent(prediction, height: int, width: int) -> None:
+    """Full-size maps; the instance list matches the thing ids in the map; thing pixels carry their class."""
+    assert prediction.panoptic.shape == (height, width) and prediction.panoptic.dtype == np.int32
+    assert prediction.semantic.shape == (height, width) and prediction.semantic.dtype == np.uint8
+    ids, areas = np.unique(prediction.panoptic[prediction.panoptic >= 1000], return_counts=True)
+    assert sorted(i.id for i in prediction.instances) == ids.tolist()
+    assert {i.id: i.area for i in prediction.instances} == dict(zip(ids.tolist(), areas.tolist()))
+    things = prediction.panoptic >= 1000
+    assert (prediction.panoptic[things] // 1000 == prediction.semantic[things]).all()
+    for instance in prediction.instances:
+        x0, y0, x1, y1 = instance.box
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert instance.label_id == instance.id // 1000
+    scores = [i.score for i in prediction.instances]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_odd_image_size_gives_full_size_outputs(predictor):
+    prediction = predictor.predict(random_image(97, 203))
+    check_consistent(prediction, 97, 203)
+    assert prediction.instances, "the random model should still produce some thing pixels here"
+    assert set(prediction.timings) == {"preprocess", "forward", "postprocess"}
+
+
+def test_resized_input_still_gives_full_size_outputs(model):
+    predictor = Predictor(model, device="cpu", input_size=(64, 128), box_threshold=0.005, min_area=4, stuff_area=16)
+    prediction = predictor.predict(random_image(97, 203, seed=1))
+    check_consistent(prediction, 97, 203)
+
+
+def test_non_contiguous_views_give_the_same_result(predictor):
+    # A BGRA buffer with padded rows (like a ROS image with a larger step) read as RGB through a strided
+    # view, and a vertically flipped view (negative strides).
+    buffer = np.random.default_rng(2).integers(0, 256, (90, 208, 4), dtype=np.uint8)
+    view = buffer[:, :200, 2::-1]
+    assert not view.flags.c_contiguous
+    expected = predictor.predict(np.ascontiguousarray(view))
+    np.testing.assert_array_equal(predictor.predict(view).panoptic, expected.panoptic)
+    flipped = np.ascontiguousarray(view)[::-1]
+    np.testing.assert_array_equal(predictor.predict(flipped).panoptic,
+                                  predictor.predict(np.ascontiguousarray(flipped)).panoptic)
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((32, 32), np.uint8),  # grayscale: the caller converts it
+    np.zeros((32, 32, 1), np.uint8),
+    np.zeros((32, 32, 4), np.uint8),
+    np.zeros((32, 32, 3), np.float32),
+    np.zeros((0, 32, 3), np.uint8),
+    [[0, 0, 0]],
+])
+def test_bad_input_raises_value_error(predictor, bad):
+    with pytest.raises(ValueError):
+        predictor.predict(bad)
+
+
+def test_bad_semantic_input_raises_value_error(model, predictor):
+    with pytest.raises(ValueError, match="shape"):
+        predictor.predict(random_image(32, 48), semantic_label_ids=np.zeros((32, 47), np.uint8))
+    separated = Predictor(build_casnet("hrnet_w18_small", semantic_head=False, fusion_channels=32, head_channels=16),
+                          device="cpu")
+    with pytest.raises(ValueError, match="semantic head"):
+        separated.predict(random_image(32, 48))
+    with pytest.raises(ValueError):
+        Predictor(build_casnet("hrnet_w18_small", mode="instance", fusion_channels=32, head_channels=16),
+                  device="cpu", mode="panoptic")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is missing")
+def test_cuda_without_cuda_raises(model):
+    with pytest.raises(ValueError, match="CUDA"):
+        Predictor(model, device="cuda:0")
+
+
+def test_separated_mode_takes_semantics_from_outside():
+    torch.manual_seed(0)
+    model = build_casnet("hrnet_w18_small", semantic_head=False, fusion_channels=32, head_channels=16)
+    predictor = Predictor(model, device="cpu", box_threshold=0.005, min_area=1, stuff_area=1)
+    # Road on the left, car on the right, a person in the middle and one void column.
+    labels = np.full((40, 60), ROAD, np.uint8)
+    labels[:, 30:] = CAR
+    labels[10:20, 20:28] = PERSON
+    labels[:, 0] = 0
+    prediction = predictor.predict(random_image(40, 60, seed=3), semantic_label_ids=labels)
+    check_consistent(prediction, 40, 60)
+    np.testing.assert_array_equal(prediction.semantic, labels)
+    np.testing.assert_array_equal(prediction.panoptic // 1000 == CAR, labels == CAR)
+    np.testing.assert_array_equal(prediction.panoptic // 1000 == PERSON, labels == PERSON)
+    np.testing.assert_array_equal(prediction.panoptic == ROAD, labels == ROAD)
+    assert (prediction.panoptic[:, 0] == 0).all()
+
+
+def test_instance_mode_and_live_thresholds(model):
+    image = random_image(64, 96, seed=4)
+    predictor = Predictor(model, device="cpu", box_threshold=0.005, min_area=4, stuff_area=1)
+    panoptic = predictor.predict(image).panoptic
+    stuff = (panoptic > 0) & (panoptic < 1000)
+    assert stuff.any()
+    predictor.stuff_area = 64 * 96 + 1  # no stuff class can be that large: all stuff becomes void
+    assert not ((predictor.predict(image).panoptic > 0) & (predictor.predict(image).panoptic < 1000)).any()
+    instance = Predictor(model, device="cpu", mode="instance", box_threshold=0.005, min_area=4)
+    assert instance.mode == "instance"
+    result = instance.predict(image).panoptic
+    np.testing.assert_array_equal(result[result < 1000], 0)
+    np.testing.assert_array_equal(result >= 1000, panoptic >= 1000)
+
+
+def test_from_checkpoint_round_trip_gives_identical_outputs(model, predictor, tmp_path):
+    path = save_checkpoint(tmp_path / "model.pt", model)
+    loaded = Predictor.from_checkpoint(path, device="cpu", box_threshold=0.005, min_area=4, stuff_area=16)
+    image = random_image(97, 203, seed=5)
+    original, restored = predictor.predict(image), loaded.predict(image)
+    np.testing.assert_array_equal(restored.panoptic, original.panoptic)
+    np.testing.assert_array_equal(restored.semantic, original.semantic)
+    assert restored.instances == original.instances
+    assert loaded.checkpoint_info["mode"] == "panoptic"
+
+
+def test_cli_writes_panoptic_png_overlay_and_instances(model, tmp_path):
+    from casnet_core.cli import main
+
+    path = save_checkpoint(tmp_path / "model.pt", model)
+    image = random_image(97, 203, seed=6)
+    cv2.imwrite(str(tmp_path / "street.png"), image[..., ::-1])
+    out = tmp_path / "out"
+    args = ["predict", "--checkpoint", str(path), "--out", str(out), "--device", "cpu", "--box-threshold", "0.005",
+            "--min-area", "4", "--stuff-area", "16", str(tmp_path / "street.png")]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "street_instances.json", "street_overlay.png", "street_panoptic.png"]
+
+    expected = Predictor(model, device="cpu", box_threshold=0.005, min_area=4, stuff_area=16).predict(image)
+    rgb = cv2.imread(str(out / "street_panoptic.png"), cv2.IMREAD_COLOR)[..., ::-1].astype(np.int64)
+    np.testing.assert_array_equal(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2], expected.panoptic)
+    overlay = cv2.imread(str(out / "street_overlay.png"), cv2.IMREAD_COLOR)
+    assert overlay.shape == (97, 203, 3)
+    document = json.loads((out / "street_instances.json").read_text())
+    assert (document["height"], document["width"]) == (97, 203)
+    assert [i["id"] for i in document["instances"]] == [i.id for i in expected.instances]
+    assert set(document["instances"][0]) == {"id", "label_id", "class_name", "score", "box", "area", "centroid"}
+
+
+def test_colorize_uses_cityscapes_colours_and_keeps_void_transparent():
+    panoptic = np.array([[0, ROAD, ROAD, ROAD, CAR * 1000, CAR * 1000 + 1]] * 3, np.int32)
+    picture = colorize(panoptic)
+    assert picture.shape == (3, 6, 3) and picture.dtype == np.uint8
+    assert picture[1, 0].tolist() == [0, 0, 0]  # void: black
+    assert picture[1, 1].tolist() == [128, 64, 128]  # road: its Cityscapes colour
+    assert picture[1, 3].tolist() == [255, 255, 255]  # the pixel before a thing instance: its outline
+    assert picture[1, 4].tolist() == [255, 255, 255]  # between two car instances: outline
+    assert picture[1, 5].tolist() not in ([0, 0, 0], [255, 255, 255], [128, 64, 128])  # a shade of car blue
+    image = np.full((3, 6, 3), 100, np.uint8)
+    blended = colorize(panoptic, image)
+    assert blended[1, 0].tolist() == [100, 100, 100]  # void shows the image unchanged
+    assert blended[1, 1].tolist() == [114, 82, 114]  # road blended half and half with grey 100
+    # Two instances of one class get different shades.
+    interior = colorize(np.kron(np.array([[CAR * 1000, CAR * 1000 + 1]]), np.ones((5, 5), np.int64)))
+    assert interior[2, 2].tolist() != interior[2, 7].tolist()

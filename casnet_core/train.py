@@ -247,5 +247,6 @@ def register(subparsers) -> None:
 def _main(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     final = train(config, args.data, args.out, device=args.device, max_iters=args.max_iters, resume=args.resume)
-    print(f"wrote {final}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {final}")
     return 0

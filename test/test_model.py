@@ -128,3 +128,15 @@ def test_a_checkpoint_with_arbitrary_pickles_is_refused(tmp_path):
     torch.save({"format": "casnet-checkpoint/1", "evil": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_model(tmp_path / "evil.pt")
+
+
+def test_local_backbone_weights_are_loaded_from_a_file(tmp_path):
+    import timm
+
+    torch.manual_seed(3)
+    reference = timm.create_model("hrnet_w18_small", pretrained=False)
+    torch.save(reference.state_dict(), tmp_path / "hrnet_w18_small.pth")
+    model = build_casnet("hrnet_w18_small", weights_path=str(tmp_path / "hrnet_w18_small.pth"))
+    torch.testing.assert_close(model.backbone.body.conv1.weight, reference.conv1.weight)
+    # A random model differs, so the equality above is the file's doing.
+    assert not torch.equal(build_casnet("hrnet_w18_small").backbone.body.conv1.weight, reference.conv1.weight)

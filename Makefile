@@ -17,7 +17,7 @@ $(DEPS_STAMP): requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(PROJECT_STAMP): $(DEPS_STAMP) setup.py
+$(PROJECT_STAMP): $(DEPS_STAMP) setup.py setup.cfg
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

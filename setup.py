@@ -20,7 +20,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
-        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+        ("share/" + PACKAGE + "/config", ["config/casnet.yaml"]),
     ],
     install_requires=["numpy", "torch", "torchvision", "timm", "opencv-python-headless",
                       "cityscapesscripts", "pyyaml", "tqdm", "scipy"],

@@ -1,0 +1,89 @@
+"""Launch CASNet perception nodes: one casnet_node per camera.
+
+One camera (outputs under /<namespace>/casnet/...)::
+
+    ros2 launch casnet_ros casnet.launch.py checkpoint:=/path/model.pt camera_topic:=/camera/image_raw
+
+Several cameras from one launch, one node each (outputs under /<namespace>/<camera>/casnet/...)::
+
+    ros2 launch casnet_ros casnet.launch.py checkpoint:=/path/model.pt \
+        cameras:=front,rear=/sensing/rear/image_rect_color
+
+A camera entry is ``name=topic``, or a bare ``name`` for the topic ``/name/image_raw``. The
+``image/compressed`` topic beside each image topic is remapped too (used with
+``subscribe_compressed: true``). All other parameters come from ``params_file`` (default: the
+package's config/casnet.yaml).
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "casnet_ros"
+
+
+def _cameras(cameras_argument, camera_topic):
+    """[(name, image topic)] from the ``cameras`` argument, or the single ``camera_topic``."""
+    entries = [entry.strip() for entry in cameras_argument.split(",") if entry.strip()]
+    if not entries:
+        return [("", camera_topic)]
+    cameras = []
+    for entry in entries:
+        name, _, topic = entry.partition("=")
+        name = name.strip().strip("/")
+        cameras.append((name, topic.strip() or f"/{name}/image_raw"))
+    return cameras
+
+
+def _nodes(context):
+    namespace = LaunchConfiguration("namespace").perform(context).strip("/")
+    overrides = {}
+    checkpoint = LaunchConfiguration("checkpoint").perform(context)
+    if checkpoint:
+        overrides["checkpoint"] = checkpoint
+    device = LaunchConfiguration("device").perform(context)
+    if device:
+        overrides["device"] = device
+    parameters = [LaunchConfiguration("params_file").perform(context)]
+    if overrides:
+        parameters.append(overrides)
+    nodes = []
+    for camera, topic in _cameras(LaunchConfiguration("cameras").perform(context),
+                                  LaunchConfiguration("camera_topic").perform(context)):
+        node_namespace = "/" + "/".join(part for part in (namespace, camera) if part)
+        nodes.append(Node(
+            package=PACKAGE,
+            executable="casnet_node",
+            name="casnet",
+            namespace=node_namespace,
+            parameters=parameters,
+            remappings=[("~/image", topic), ("~/image/compressed", topic.rstrip("/") + "/compressed")],
+            arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level").perform(context)],
+            output="screen",
+            emulate_tty=True,
+        ))
+    return nodes
+
+
+def generate_launch_description():
+    default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "casnet.yaml")
+    return LaunchDescription([
+        DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
+                              description="sensor_msgs/Image topic of the camera (when 'cameras' is empty)"),
+        DeclareLaunchArgument("cameras", default_value="",
+                              description="Comma-separated cameras, one node each: name=topic or name "
+                                          "(topic /name/image_raw); empty: one node on camera_topic"),
+        DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node(s)"),
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="YAML parameter file of casnet_node"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="CASNet checkpoint file (overrides the parameter file when set)"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="auto, cpu, cuda or cuda:N (overrides the parameter file when set)"),
+        DeclareLaunchArgument("log_level", default_value="info", description="Log level of the node(s)"),
+        OpaqueFunction(function=_nodes),
+    ])

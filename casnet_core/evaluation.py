@@ -72,6 +72,8 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
+from casnet_core.predictor import DEFAULT_THRESHOLDS, add_threshold_arguments, thresholds_from_args
+
 # Cityscapes encoding of panoptic / instanceIds maps: label_id * 1000 + k for thing instances,
 # plain label_id for stuff and for crowd regions of thing classes, 0 for void.
 INSTANCE_OFFSET = 1000
@@ -769,7 +771,7 @@ def full_oracle_prediction(
     box_prob = torch.from_numpy(targets["box_prob"])[None]
     # {0, 1} probabilities as logits (the post-processing applies the sigmoid).
     box_logits = torch.logit(box_prob.clamp(1e-6, 1 - 1e-6))
-    options = {**_predictor_thresholds(), "nms_iou": ORACLE_NMS_IOU, "min_area": 0, "stuff_area": 0, **thresholds}
+    options = {**DEFAULT_THRESHOLDS, "nms_iou": ORACLE_NMS_IOU, "min_area": 0, "stuff_area": 0, **thresholds}
     with torch.no_grad():
         output = common_attribute_support(
             torch.from_numpy(targets["attributes"])[None],
@@ -783,21 +785,6 @@ def full_oracle_prediction(
         )
     scores = dict(zip(output.instance_ids.tolist(), output.instance_scores.tolist()))
     return EvalPrediction(output.panoptic[0].numpy(), output.semantic[0].numpy(), scores)
-
-
-def _predictor_thresholds() -> dict[str, Any]:
-    """The post-processing thresholds ``Predictor`` uses by default (so the oracle measures the same
-    post-processing as a real evaluation)."""
-    import inspect
-
-    try:
-        from casnet_core.predictor import Predictor
-    except ImportError:
-        return {}
-    names = ("box_threshold", "nms_iou", "nms_kernel", "tie_margin", "min_area", "stuff_area")
-    parameters = inspect.signature(Predictor.__init__).parameters
-    return {n: parameters[n].default for n in names
-            if n in parameters and parameters[n].default is not inspect.Parameter.empty}
 
 
 def evaluate(
@@ -878,8 +865,7 @@ def evaluate(
 
 
 def _main(args: argparse.Namespace) -> int:
-    thresholds = {"box_threshold": args.box_threshold, "nms_iou": args.nms_iou, "min_area": args.min_area,
-                  "stuff_area": args.stuff_area}
+    thresholds = thresholds_from_args(args)
     try:
         metrics = evaluate(args.data, args.split, args.out, checkpoint=args.checkpoint, oracle=args.oracle,
                            semantic_dir=args.semantic_dir, device=args.device, max_images=args.max_images,
@@ -906,8 +892,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--semantic-dir", help="separated mode: folder of label-id PNGs named {city}_{seq}_{frame}*.png")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images of the split")
-    parser.add_argument("--box-threshold", type=float, default=None, help="post-processing override")
-    parser.add_argument("--nms-iou", type=float, default=None, help="post-processing override")
-    parser.add_argument("--min-area", type=int, default=None, help="post-processing override (pixels)")
-    parser.add_argument("--stuff-area", type=int, default=None, help="post-processing override (pixels)")
+    # Defaults are the Predictor's; the full oracle changes three of them (see full_oracle_prediction).
+    add_threshold_arguments(parser)
     parser.set_defaults(func=_main)

@@ -56,6 +56,16 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+#: Post-processing thresholds of the Predictor by default; the CLI, evaluation and the ROS node read them here.
+DEFAULT_THRESHOLDS: dict[str, float | int] = {
+    "box_threshold": 0.5,  # seed box probability (paper: 0.5)
+    "nms_iou": 0.6,  # NMS IoU between seed boxes
+    "tie_margin": 0.05,  # IoU margin within which the vote is a near-tie, broken by the centre
+    "min_area": 32,  # instances with fewer pixels are dropped, their pixels re-vote
+    "stuff_area": 2048,  # stuff segments with fewer pixels become void (Panoptic-DeepLab's Cityscapes value)
+}
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """"auto" -> the first CUDA device when there is one, else the CPU; "cuda:N" / "cpu" as given."""
     if str(device) == "auto":
@@ -90,11 +100,11 @@ class Predictor:
         *,
         mode: str | None = None,
         input_size: tuple[int, int] | None = None,
-        box_threshold: float = 0.5,
-        nms_iou: float = 0.6,
-        min_area: int = 32,
-        stuff_area: int = 2048,
-        tie_margin: float = 0.05,
+        box_threshold: float = DEFAULT_THRESHOLDS["box_threshold"],
+        nms_iou: float = DEFAULT_THRESHOLDS["nms_iou"],
+        min_area: int = DEFAULT_THRESHOLDS["min_area"],
+        stuff_area: int = DEFAULT_THRESHOLDS["stuff_area"],
+        tie_margin: float = DEFAULT_THRESHOLDS["tie_margin"],
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -290,8 +300,7 @@ def _main(args: argparse.Namespace) -> int:
         raise SystemExit(f"casnet predict: several images would write the same outputs: {duplicates}")
     predictor = Predictor.from_checkpoint(
         args.checkpoint, device=args.device, fp16=args.fp16, mode=args.mode,
-        input_size=tuple(args.input_size) if args.input_size else None, box_threshold=args.box_threshold,
-        nms_iou=args.nms_iou, min_area=args.min_area, stuff_area=args.stuff_area)
+        input_size=tuple(args.input_size) if args.input_size else None, **thresholds_from_args(args))
     out_dir = Path(args.out)
     for path, name in zip(args.images, names):
         image = read_image(path)
@@ -301,6 +310,27 @@ def _main(args: argparse.Namespace) -> int:
         print(f"{path}: {len(prediction.instances)} instances ({stages})")
     print(f"outputs in {out_dir}")
     return 0
+
+
+_THRESHOLD_HELP = {
+    "box_threshold": "seed box probability",
+    "nms_iou": "NMS IoU between seed boxes",
+    "tie_margin": "IoU margin of a near-tie in the vote",
+    "min_area": "minimum instance area in pixels",
+    "stuff_area": "stuff regions below this many pixels become void",
+}
+
+
+def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    """--box-threshold, --nms-iou, --tie-margin, --min-area, --stuff-area; unset ones stay None."""
+    for name, value in DEFAULT_THRESHOLDS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None,
+                            help=f"{_THRESHOLD_HELP[name]} (default {value})")
+
+
+def thresholds_from_args(args: argparse.Namespace) -> dict[str, float | int]:
+    """The thresholds given on the command line (see add_threshold_arguments)."""
+    return {name: getattr(args, name) for name in DEFAULT_THRESHOLDS if getattr(args, name) is not None}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -316,9 +346,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="output mode (default: the checkpoint's)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="resize images to H x W for the network (outputs stay at full size)")
-    parser.add_argument("--box-threshold", type=float, default=0.5, help="seed box probability (default 0.5)")
-    parser.add_argument("--nms-iou", type=float, default=0.6, help="NMS IoU between seed boxes (default 0.6)")
-    parser.add_argument("--min-area", type=int, default=32, help="minimum instance area in pixels (default 32)")
-    parser.add_argument("--stuff-area", type=int, default=2048,
-                        help="stuff regions below this many pixels become void (default 2048)")
+    add_threshold_arguments(parser)
     parser.set_defaults(func=_main)

@@ -42,7 +42,6 @@ Design decisions:
 
 from __future__ import annotations
 
-import inspect
 import re
 import sys
 import threading
@@ -59,7 +58,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from casnet_core.predictor import Predictor
+from casnet_core.predictor import DEFAULT_THRESHOLDS, Predictor
 from casnet_ros import conversions
 
 try:  # Humble has it too; the guard only keeps older rclpy importable.
@@ -88,8 +87,6 @@ def _descriptor(description: str, *, floating: tuple[float, float] | None = None
     return descriptor
 
 
-# Defaults of the thresholds are the Predictor's own.
-_PREDICTOR_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(Predictor).parameters.items()}
 
 # name -> (default, descriptor).
 PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
@@ -111,15 +108,15 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         "Width the image is resized to before inference (0 = the image's own size; set both or "
         "neither). Read at configure.",
         integer=(0, 8192))),
-    "box_threshold": (_PREDICTOR_DEFAULTS["box_threshold"], _descriptor(
+    "box_threshold": (DEFAULT_THRESHOLDS["box_threshold"], _descriptor(
         "Minimum box probability of an instance seed (live).", floating=(0.0, 1.0))),
-    "nms_iou": (_PREDICTOR_DEFAULTS["nms_iou"], _descriptor(
+    "nms_iou": (DEFAULT_THRESHOLDS["nms_iou"], _descriptor(
         "IoU above which NMS suppresses a seed box (live).", floating=(0.0, 1.0))),
-    "tie_margin": (_PREDICTOR_DEFAULTS["tie_margin"], _descriptor(
+    "tie_margin": (DEFAULT_THRESHOLDS["tie_margin"], _descriptor(
         "IoU margin within which a pixel's vote between seeds counts as a tie (live).", floating=(0.0, 1.0))),
-    "min_area": (_PREDICTOR_DEFAULTS["min_area"], _descriptor(
+    "min_area": (DEFAULT_THRESHOLDS["min_area"], _descriptor(
         "Minimum instance area in pixels of the input image (live).", integer=(0, 1 << 24))),
-    "stuff_area": (_PREDICTOR_DEFAULTS["stuff_area"], _descriptor(
+    "stuff_area": (DEFAULT_THRESHOLDS["stuff_area"], _descriptor(
         "Minimum area in pixels of a stuff segment; smaller ones become void (live).", integer=(0, 1 << 24))),
     "input_reliability": ("best_effort", _descriptor(
         "QoS reliability of the input subscriptions: best_effort (sensor data, depth 1) or reliable "

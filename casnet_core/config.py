@@ -18,7 +18,7 @@ DEFAULTS: dict[str, Any] = {
               "fusion_channels": 128, "head_channels": 64, "output_stride": 4, "weights_path": None},
     "data": {"train_split": "train", "val_split": "val", "short_side": [512, 1024], "crop_size": [640, 1280],
              "flip": True, "center_radius": 1.5, "workers": 2},
-    "loss": {"alpha": 1.0, "beta": 1.0, "gamma": 1.0},
+    "loss": {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "box_pos_weight": 1.0},
     "solver": {"lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 24, "lr_steps": [18, 22],
                "lr_factor": 0.1, "batch_size": 1, "accumulation": 1, "amp": True, "grad_clip": 10.0,
                "log_every": 10, "checkpoint_every": 500},

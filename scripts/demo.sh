@@ -4,7 +4,8 @@
 #   1. generate a synthetic street-scene dataset in the Cityscapes layout
 #   2. train CASNet (config/synthetic_cpu.yaml) briefly
 #   3. evaluate it with the official Cityscapes evaluators (and the post-processing alone: full oracle)
-#   4. run the ROS 2 node on the validation images over DDS and save what it publishes
+#   4. write predictions (panoptic PNG, overlay PNG, instances JSON) for the validation images
+#   5. run the ROS 2 node on the validation images over DDS and save what it publishes (casnet_ros.demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-demo_out}
@@ -24,4 +25,7 @@ if [ ! -f "$OUT/eval/metrics.json" ]; then
   $CASNET eval --data "$DATA" --split val --out "$OUT/eval_oracle_full" --oracle full
 fi
 $CASNET predict --checkpoint "$RUN/model_final.pt" --out "$OUT/predictions" "$DATA"/leftImg8bit/val/*/*_leftImg8bit.png
+.venv/bin/python -m casnet_ros.demo --checkpoint "$RUN/model_final.pt" --out "$OUT/ros" \
+  --images "$DATA"/leftImg8bit/val/*/*_leftImg8bit.png
 echo "demo: predictions (panoptic PNG, overlay PNG, instances JSON) in $OUT/predictions, metrics in $OUT/eval/metrics.json"
+echo "demo: ROS 2 node outputs (overlay PNG, instances JSON, summary.json with latencies) in $OUT/ros"

@@ -140,3 +140,17 @@ def test_local_backbone_weights_are_loaded_from_a_file(tmp_path):
     torch.testing.assert_close(model.backbone.body.conv1.weight, reference.conv1.weight)
     # A random model differs, so the equality above is the file's doing.
     assert not torch.equal(build_casnet("hrnet_w18_small").backbone.body.conv1.weight, reference.conv1.weight)
+
+
+def test_box_pos_weight_scales_only_the_central_pixels():
+    # Logits 0: p = 0.5 everywhere, so every element costs log 2.
+    outputs = {"attributes": torch.zeros(1, 4, 2, 2), "box_logits": torch.zeros(1, NUM_THING_CLASSES, 2, 2)}
+    targets = _random_targets(2, 2)
+    targets["semantic"][:] = 0
+    targets["box_prob"][:] = 0
+    targets["box_prob"][0, 0, 0, 0] = 1  # one positive among 32 elements
+    plain = casnet_losses(outputs, targets)["box_prob"]
+    weighted = casnet_losses(outputs, targets, box_pos_weight=5.0)["box_prob"]
+    log2 = torch.log(torch.tensor(2.0))
+    torch.testing.assert_close(plain, log2)
+    torch.testing.assert_close(weighted, log2 * (31 + 5) / 32)

@@ -62,6 +62,9 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
     def output(self, last_lines: int | None = None) -> str:
         if not self._log.closed:
             self._log.flush()

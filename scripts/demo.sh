@@ -12,7 +12,7 @@ OUT=${DEMO_OUT:-demo_out}
 DATA=$OUT/data
 RUN=$OUT/train
 CASNET=.venv/bin/casnet
-ITERS=${DEMO_ITERS:-400}
+ITERS=${DEMO_ITERS:-300}
 
 if [ ! -d "$DATA/gtFine/val" ]; then
   $CASNET synth --out "$DATA" --train 48 --val 8 --height 256 --width 512 --seed 0

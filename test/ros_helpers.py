@@ -7,65 +7,19 @@ so parallel runs and other ROS systems on the network do not see each other.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from casnet_ros.demo import NodeProcess, ros_environment  # noqa: F401  (re-exported for the tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE_NAME = "casnet"
 
 
-def ros_environment(domain_id: int) -> dict[str, str]:
-    """Environment variables that isolate one test run's DDS traffic."""
-    return {
-        "ROS_DOMAIN_ID": str(domain_id),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-    }
-
-
-def test_domain_id() -> int:
+def isolated_domain_id() -> int:
     """1..100, from the pid of the test process."""
     return 1 + os.getpid() % 100
-
-
-test_domain_id.__test__ = False  # a helper, not a test
-
-
-class NodeProcess:
-    """``python -m casnet_ros.node`` with ROS arguments, its output in a log file."""
-
-    def __init__(self, ros_arguments: list[str], *, domain_id: int, log_path: Path) -> None:
-        env = {**os.environ, **ros_environment(domain_id), "PYTHONUNBUFFERED": "1"}
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "casnet_ros.node", "--ros-args", *ros_arguments],
-            cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int:
-        return self.process.wait(timeout=timeout)
-
-    def stop(self) -> int | None:
-        if self.alive():
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-        self._log.close()
-        return self.process.returncode
 
 
 class Client:

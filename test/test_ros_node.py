@@ -30,7 +30,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_helpers import REPO_ROOT, Client, NodeProcess, diagnostic_values, stamp_key, test_domain_id  # noqa: E402
+from ros_helpers import REPO_ROOT, Client, NodeProcess, diagnostic_values, stamp_key, isolated_domain_id  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
@@ -60,19 +60,16 @@ def scenes():
     return [generate_scene(seed, height=HEIGHT, width=WIDTH)[0] for seed in range(4)]
 
 
-def test_parameters() -> dict:
+def node_test_parameters() -> dict:
     """The parameters of config/casnet_test.yaml (the node's), to build the reference Predictor alike."""
     return yaml.safe_load(TEST_PARAMS.read_text())["/**"]["ros__parameters"]
-
-
-test_parameters.__test__ = False
 
 
 @pytest.fixture(scope="module")
 def predictor(tiny_checkpoint):
     from casnet_core.predictor import Predictor
 
-    thresholds = {k: v for k, v in test_parameters().items() if k in ("box_threshold", "nms_iou", "min_area",
+    thresholds = {k: v for k, v in node_test_parameters().items() if k in ("box_threshold", "nms_iou", "min_area",
                                                                       "stuff_area", "tie_margin")}
     return Predictor.from_checkpoint(tiny_checkpoint, device="cpu", **thresholds)
 
@@ -92,7 +89,7 @@ def expected(predictor, scenes):
 
 @pytest.fixture(scope="module")
 def domain_id():
-    return test_domain_id()
+    return isolated_domain_id()
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +328,7 @@ def test_missing_or_corrupt_checkpoint_is_fatal(tmp_path, domain_id):
 
 def test_label_info_is_latched(client, predictor):
     # The node came up with the parameter file: the reference Predictor uses the same thresholds.
-    assert predictor.nms_iou == test_parameters()["nms_iou"]
+    assert predictor.nms_iou == node_test_parameters()["nms_iou"]
     label_info = client.messages("label_info")[-1]
     class_map = {entry.class_id: entry.class_name for entry in label_info.class_map}
     space = predictor.class_space

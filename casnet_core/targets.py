@@ -7,7 +7,8 @@ Geometry (the one convention of the project; post-processing decodes with the sa
 * A grid of stride s: cell (i, j) sits at the point p = ((j + 0.5) s, (i + 0.5) s) and belongs to the
   instance of input pixel (x, y) = (j s + s // 2, i s + s // 2), the pixel whose area holds p.
 * Common attribute of a thing cell: (l, t, r, b) = (px - x0, py - y0, x1 - px, y1 - py) / s.
-  Decoding: box = (px - l s, py - t s, px + r s, py + b s), exact by construction.
+  Decoding: box = (px - l s, py - t s, px + r s, py + b s), exact by construction
+  (``casnet_core.postprocess.decode_boxes``).
 * Box probability (FCOS-style, class specific): 1 on the cells of an instance that lie in its central
   area, the box shrunk around its centre to ``center_radius`` strides each way (FCOS "center
   sampling", radius 1.5). An occluded centre may leave no cell of the instance there; then the
@@ -120,15 +121,6 @@ def build_targets(
         "boxes": boxes,
         "instance_classes": thing_ch,
     }
-
-
-def decode_boxes(attributes: np.ndarray, stride: int) -> np.ndarray:
-    """(4, h, w) attributes in units of ``stride`` -> (h, w, 4) boxes (x0, y0, x1, y1) in pixels."""
-    _, h, w = attributes.shape
-    px = (np.arange(w, dtype=np.float32) + 0.5) * stride
-    py = (np.arange(h, dtype=np.float32) + 0.5) * stride
-    left, top, right, bottom = attributes * stride
-    return np.stack([px[None, :] - left, py[:, None] - top, px[None, :] + right, py[:, None] + bottom], axis=-1)
 
 
 def _boxes_of(index_map: np.ndarray, count: int) -> np.ndarray:

@@ -5,7 +5,7 @@ import torch
 
 from casnet_core.data import CityscapesDataset, list_samples, read_instance_ids, read_label_ids
 from casnet_core.labels import IGNORE_INDEX, NUM_THING_CLASSES, class_space
-from casnet_core.targets import decode_boxes
+from casnet_core.postprocess import decode_boxes
 
 
 def test_lists_the_cityscapes_layout(synth_root):
@@ -45,7 +45,7 @@ def test_augmentation_resizes_crops_flips_and_is_deterministic(synth_root):
     for item in items:
         assert item["image"].shape == (3, 128, 256) and item["semantic"].shape == (32, 64)
         # Attributes still decode to boxes that hold their own cell point, after resize/crop/flip.
-        boxes = decode_boxes(item["attributes"].numpy(), 4)
+        boxes = decode_boxes(item["attributes"][None], 4)[0].permute(1, 2, 0).numpy()
         ys, xs = np.nonzero(item["thing_mask"].numpy())
         px, py = (xs + 0.5) * 4, (ys + 0.5) * 4
         b_ = boxes[ys, xs]

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 
 from casnet_core.labels import class_space
-from casnet_core.targets import build_targets, decode_boxes
+from casnet_core.postprocess import decode_boxes
+from casnet_core.targets import build_targets
 
 CAR, PERSON, ROAD = 26, 24, 7
 
@@ -31,7 +33,8 @@ def test_attributes_decode_to_the_exact_instance_boxes(stride):
     # car B 26001 -> 3. Car A is partly hidden by B but keeps the box of the pixels it shows.
     expected = {1: (21, 0, 23, 16), 2: (1, 2, 13, 10), 3: (8, 5, 20, 14)}
     np.testing.assert_array_equal(targets["boxes"], np.array([expected[n] for n in (1, 2, 3)], np.float32))
-    decoded = decode_boxes(targets["attributes"], stride)
+    # Decoded by the post-processing's own decoder: (1, 4, h, w) -> (h, w, 4).
+    decoded = decode_boxes(torch.from_numpy(targets["attributes"])[None], stride)[0].permute(1, 2, 0).numpy()
     index = targets["instance"]
     assert set(np.unique(index)) == {0, 1, 2, 3}
     for n, box in expected.items():

@@ -14,6 +14,7 @@ tensorboard is installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -149,8 +150,9 @@ def train(
                 item = next(batches)
                 images = item["image"].to(torch_device, non_blocking=True)
                 targets = {k: item[k].to(torch_device, non_blocking=True) for k in _TARGET_KEYS}
-                sync = not distributed or micro == accumulation - 1
-                with _maybe_no_sync(model, sync):
+                # DDP all-reduces gradients only on the last micro-batch of an accumulation.
+                last = not distributed or micro == accumulation - 1
+                with contextlib.nullcontext() if last else model.no_sync():
                     with torch.autocast(torch_device.type, dtype=torch.float16, enabled=use_amp):
                         losses = casnet_losses(model(images), targets, **loss_cfg)
                     scaler.scale(losses["loss"] / accumulation).backward()
@@ -190,19 +192,6 @@ def _epoch_order(dataset, world: int, rank: int, seed: int, epoch: int) -> list[
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)
     return list(sampler)
-
-
-class _maybe_no_sync:
-    """DDP's no_sync for the micro-batches of an accumulation that are not the last."""
-
-    def __init__(self, model, sync: bool) -> None:
-        self._context = model.no_sync() if not sync else None
-
-    def __enter__(self):
-        return self._context.__enter__() if self._context else None
-
-    def __exit__(self, *exc):
-        return self._context.__exit__(*exc) if self._context else False
 
 
 class _Logger:

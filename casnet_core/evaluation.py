@@ -72,11 +72,9 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
+from casnet_core.labels import LABEL_DIVISOR
 from casnet_core.predictor import DEFAULT_THRESHOLDS, add_threshold_arguments, thresholds_from_args
 
-# Cityscapes encoding of panoptic / instanceIds maps: label_id * 1000 + k for thing instances,
-# plain label_id for stuff and for crowd regions of thing classes, 0 for void.
-INSTANCE_OFFSET = 1000
 METRIC_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "AP", "AP50", "mIoU")
 ORACLES = ("semantic", "full")
 # Full oracle: NMS suppresses only identical seed boxes (see full_oracle_prediction).
@@ -99,7 +97,7 @@ _EVALUATED[list(_EVAL_LABEL_IDS)] = True
 def segment_label_ids(panoptic: np.ndarray) -> np.ndarray:
     """Cityscapes label id of every value of a panoptic / instanceIds map (same shape, int64)."""
     panoptic = np.asarray(panoptic, dtype=np.int64)
-    return np.where(panoptic >= INSTANCE_OFFSET, panoptic // INSTANCE_OFFSET, panoptic)
+    return np.where(panoptic >= LABEL_DIVISOR, panoptic // LABEL_DIVISOR, panoptic)
 
 
 def clean_panoptic(panoptic: np.ndarray) -> np.ndarray:
@@ -130,10 +128,10 @@ def _accumulate_pq(pred: np.ndarray, gt: np.ndarray, stats: dict[int, _ClassStat
     pred_area = dict(zip(pred_ids.tolist(), pred_areas.tolist()))
     gt_area.pop(0, None)
     pred_area.pop(0, None)
-    gt_cat = {i: (i // INSTANCE_OFFSET if i >= INSTANCE_OFFSET else i) for i in gt_area}
-    pred_cat = {i: (i // INSTANCE_OFFSET if i >= INSTANCE_OFFSET else i) for i in pred_area}
+    gt_cat = {i: (i // LABEL_DIVISOR if i >= LABEL_DIVISOR else i) for i in gt_area}
+    pred_cat = {i: (i // LABEL_DIVISOR if i >= LABEL_DIVISOR else i) for i in pred_area}
     # Crowd: a thing-class region without instance id (csCreatePanopticImgs: id < 1000 of a class with instances).
-    gt_crowd = {i for i in gt_area if i < INSTANCE_OFFSET and i in _THING_LABEL_IDS}
+    gt_crowd = {i for i in gt_area if i < LABEL_DIVISOR and i in _THING_LABEL_IDS}
 
     offset = np.int64(1 << 24)
     pairs, intersections = np.unique(gt * offset + pred, return_counts=True)
@@ -302,7 +300,7 @@ class CityscapesResultWriter:
         # Panoptic: PNG of ids + the segments of the JSON (category = label id, as the ground truth).
         segment_ids = [int(i) for i in np.unique(panoptic) if i != 0]
         segments_info = [
-            {"id": i, "category_id": i // INSTANCE_OFFSET if i >= INSTANCE_OFFSET else i} for i in segment_ids
+            {"id": i, "category_id": i // LABEL_DIVISOR if i >= LABEL_DIVISOR else i} for i in segment_ids
         ]
         file_name = f"{image_id}_panoptic.png"
         _write_png(self.panoptic_dir / file_name, encode_panoptic_rgb(panoptic)[..., ::-1])  # RGB -> BGR
@@ -310,11 +308,11 @@ class CityscapesResultWriter:
 
         # Instances: every thing segment with an instance id, one binary mask each.
         lines = []
-        for k, i in enumerate(i for i in segment_ids if i >= INSTANCE_OFFSET and i // INSTANCE_OFFSET in _THING_LABEL_IDS):
+        for k, i in enumerate(i for i in segment_ids if i >= LABEL_DIVISOR and i // LABEL_DIVISOR in _THING_LABEL_IDS):
             mask_name = f"masks/{image_id}_{k:03d}.png"
             _write_png(self.instance_dir / mask_name, (panoptic == i).astype(np.uint8) * 255)
             score = float(prediction.scores.get(i, 1.0))
-            lines.append(f"{mask_name} {i // INSTANCE_OFFSET} {score:.8g}\n")
+            lines.append(f"{mask_name} {i // LABEL_DIVISOR} {score:.8g}\n")
         (self.instance_dir / f"{image_id}.txt").write_text("".join(lines))
 
         # Pixel level: label ids (void 0 where the prediction has none).

@@ -21,6 +21,9 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
 IGNORE_INDEX = 255
+# Cityscapes encoding of instanceIds and panoptic maps: label_id * LABEL_DIVISOR + k for a thing
+# instance, plain label_id for stuff (and crowd regions), 0 for void.
+LABEL_DIVISOR = 1000
 MODES = ("panoptic", "instance")
 
 _EVAL_LABELS = sorted((lab for lab in _CS_LABELS if 0 <= lab.trainId < 255), key=lambda lab: lab.trainId)

@@ -68,8 +68,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from casnet_core.labels import LABEL_DIVISOR
+
 VOID_CHANNEL = 255  # semantic channel of void / ignored pixels (casnet_core.labels.IGNORE_INDEX)
-LABEL_DIVISOR = 1000  # Cityscapes: thing id = label_id * 1000 + instance index
 
 
 @dataclass

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import id2label, name2label
 
-from casnet_core.labels import THING_NAMES
+from casnet_core.labels import LABEL_DIVISOR, THING_NAMES
 
 __all__ = ["generate_scene", "generate_dataset", "register", "sample_name", "CITIES"]
 
@@ -168,7 +168,7 @@ class _Painter:
         if label_id in _THING_IDS:
             k = self._next_instance.get(label_id, 0)
             self._next_instance[label_id] = k + 1
-            instance_id = label_id * 1000 + k
+            instance_id = label_id * LABEL_DIVISOR + k
         else:
             instance_id = label_id
         if gradient is None:

@@ -22,10 +22,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from casnet_core.labels import IGNORE_INDEX, NUM_THING_CLASSES, class_space
+from casnet_core.labels import IGNORE_INDEX, LABEL_DIVISOR, NUM_THING_CLASSES, class_space
 
-# Cityscapes instanceIds: label_id * 1000 + k for pixels of a thing instance.
-_INSTANCE_OFFSET = 1000
 
 
 def build_targets(
@@ -66,11 +64,11 @@ def build_targets(
     # Instances on the full-resolution ground truth: the box is a property of the whole instance,
     # not of its subsampled cells.
     instance_ids = instance_ids.astype(np.int64)
-    is_instance = instance_ids >= _INSTANCE_OFFSET
+    is_instance = instance_ids >= LABEL_DIVISOR
     ids, inverse = np.unique(np.where(is_instance, instance_ids, 0), return_inverse=True)
     inverse = inverse.reshape(height, width)
-    keep = ids >= _INSTANCE_OFFSET
-    thing_ch = np.where(keep, thing_channel_of_label[np.minimum(ids // _INSTANCE_OFFSET, 255)], -1)
+    keep = ids >= LABEL_DIVISOR
+    thing_ch = np.where(keep, thing_channel_of_label[np.minimum(ids // LABEL_DIVISOR, 255)], -1)
     keep &= thing_ch >= 0  # caravan/trailer have instances but are not evaluated thing classes
     ids, thing_ch = ids[keep], thing_ch[keep]
     # index 1..N on the full-resolution map

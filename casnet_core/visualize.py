@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
-LABEL_DIVISOR = 1000  # Cityscapes panoptic encoding: thing = label_id * 1000 + k
+from casnet_core.labels import LABEL_DIVISOR
+
 
 # (256, 3) Cityscapes colour per label id; unknown ids and void (0, "unlabeled") are black.
 _COLOR_OF_LABEL = np.zeros((256, 3), dtype=np.uint8)

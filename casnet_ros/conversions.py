@@ -20,8 +20,6 @@ import numpy as np
 _RAW_ENCODINGS: dict[str, int] = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
 
-# Cityscapes panoptic encoding of the label image: thing id = label_id * LABEL_DIVISOR + k.
-LABEL_DIVISOR = 1000
 PANOPTIC_ENCODING = "32SC1"
 
 

@@ -126,7 +126,6 @@ def save_outputs(path: Path, frame: Any, overlay: Any, out: Path, stamp: float) 
 
 def run_demo(args: argparse.Namespace, node: NodeProcess) -> list[dict[str, Any]]:
     """Publishes every image to the running node and saves its replies; returns the summary rows."""
-    import cv2
     import rclpy
     from casnet_msgs.msg import PanopticFrame
     from rclpy.executors import SingleThreadedExecutor
@@ -136,6 +135,7 @@ def run_demo(args: argparse.Namespace, node: NodeProcess) -> list[dict[str, Any]
     from std_msgs.msg import Header
     from vision_msgs.msg import LabelInfo
 
+    from casnet_core.data import read_image
     from casnet_ros import conversions
 
     context = rclpy.Context()
@@ -181,12 +181,13 @@ def run_demo(args: argparse.Namespace, node: NodeProcess) -> list[dict[str, Any]
         rows: list[dict[str, Any]] = []
         print(f"{'image':<44} {'instances':>9} {'latency ms':>10}")
         for path in args.image_paths:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise DemoError(f"OpenCV cannot read {path}")
+            try:
+                rgb = read_image(path)
+            except FileNotFoundError as error:
+                raise DemoError(str(error)) from error
             header = Header(stamp=client.get_clock().now().to_msg(), frame_id=FRAME_ID)
             key, sent = (header.stamp.sec, header.stamp.nanosec), time.monotonic()
-            publisher.publish(conversions.array_to_image(bgr[..., ::-1], "rgb8", header))
+            publisher.publish(conversions.array_to_image(rgb, "rgb8", header))
             spin_until(lambda: key in replies["instances"] and key in replies["overlay"], args.timeout,
                        f"the node's reply to {path.name}")
             stamp = header.stamp.sec + header.stamp.nanosec * 1e-9

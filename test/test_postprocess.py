@@ -13,7 +13,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from casnet_core.postprocess import common_attribute_support, decode_boxes, find_seeds, upsample_semantic
+from casnet_core.postprocess import (
+    VOID_CHANNEL,
+    common_attribute_support,
+    decode_boxes,
+    fallback_seeds,
+    find_seeds,
+    mask_statistics,
+    number_instances,
+    pixel_cells,
+    sanitize_heads,
+    sanitize_semantic_logits,
+    select_seeds,
+    thing_pixel_pairs,
+    upsample_semantic,
+    vote_with_support,
+)
 
 # Semantic channels of the test class space: 0 road (label id 7), 1 car (26), 2 person (24).
 ROAD, CAR, PERSON = 0, 1, 2
@@ -484,3 +499,194 @@ def test_cpu_and_cuda_give_the_same_result():
     figure = run(*figure_1_heads())
     figure_cuda = run(*(t.cuda() for t in figure_1_heads()))
     assert torch.equal(figure.panoptic, figure_cuda.panoptic.cpu())
+
+
+# ----------------------------------------------------------------------------------------------
+# The stages alone, on hand-built tensors.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_thing_pixel_pairs_group_the_pixels_by_image_class_and_cell():
+    # Stride 2, one image, a 1 x 2 grid: columns 0-1 are cell 0, columns 2-3 cell 1. Thing classes 0 and
+    # 1, -1 = stuff. Pairs are keyed (image * K + class) * cells + cell: class 0 in cell 0 -> 0, class 1 in
+    # cell 0 -> 2, class 1 in cell 1 -> 3. The person pixel (1, 1) shares cell 0 with three car pixels but
+    # votes through a pair of its own.
+    thing_map = torch.tensor([[[0, 0, 1, -1],
+                               [0, 1, 1, 1]]])
+    pixels = thing_pixel_pairs(thing_map, (1, 2), num_things=2, stride=2)
+    assert pixels.index.tolist() == [0, 1, 2, 4, 5, 6, 7]
+    assert pixels.x.tolist() == [0, 1, 2, 0, 1, 2, 3]
+    assert pixels.y.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert pixels.pair_key.tolist() == [0, 2, 3]
+    assert pixels.pair.tolist() == [0, 0, 2, 0, 1, 2, 2]
+    assert pixels.pair_pixels.tolist() == [3, 1, 3]
+
+
+def test_pixel_cells_follow_the_input_scale_and_stay_in_the_grid():
+    # Stride 4, output pixels twice the network's (input_scale 2): pixel x sits at 2x + 1 in the network
+    # input, i.e. in cell floor((2x + 1) / 4): 0, 0, 1, 1. At input_scale 3 the pixels sit at 1.5, 4.5,
+    # 7.5, 10.5: cells 0, 1, 1, 2, and a 2-cell grid clamps the last to 1.
+    rows, cols = pixel_cells((1, 4), (1, 2), 4, (2.0, 2.0))
+    assert rows.tolist() == [0] and cols.tolist() == [0, 0, 1, 1]
+    assert pixel_cells((1, 4), (1, 2), 4, (3.0, 3.0))[1].tolist() == [0, 1, 1, 1]
+
+
+def test_fallback_gives_every_seedless_class_a_seed_even_when_the_cut_spans_classes():
+    # Group 0 (cars of image 0) and group 1 (persons) have pixels and no seed; group 2 already has one.
+    # top_k = 1 keeps only the best pair overall (a car, 0.4): persons would have nobody to vote for
+    # (issue 8: "index -1 is out of bounds"). Their best pair (0.2) joins; NMS removes the car pair whose
+    # box equals the better one. Group 2's pair is no candidate: that group has its seed.
+    boxes = torch.tensor([[0, 0, 4, 4], [0, 0, 4, 4], [10, 0, 14, 4], [20, 0, 24, 4], [30, 0, 34, 4.0]])
+    groups = torch.tensor([0, 0, 1, 1, 2])
+    scores = torch.tensor([0.4, 0.3, 0.1, 0.2, 0.9])
+    new_groups, new_boxes, new_scores = fallback_seeds(boxes, groups, scores, torch.tensor([2]), 3, top_k=1)
+    assert new_groups.tolist() == [0, 1]
+    assert new_boxes.tolist() == [[0, 0, 4, 4], [20, 0, 24, 4]]
+    assert new_scores.tolist() == pytest.approx([0.4, 0.2])
+    # Without a cut both person pairs are candidates and both survive NMS (disjoint boxes).
+    assert fallback_seeds(boxes, groups, scores, torch.tensor([2]), 3)[0].tolist() == [0, 1, 1]
+
+
+def test_select_seeds_caps_each_image_and_keeps_the_best_seed_of_every_class():
+    # Two images, K = 2: groups 0 (image 0 car), 1 (image 0 person), 2 (image 1 car), 3 (image 1 person).
+    groups = torch.tensor([0, 0, 1, 0, 2, 3, 1])
+    scores = torch.tensor([0.9, 0.8, 0.3, 0.7, 0.6, 0.5, 0.2])
+    has_pixels = torch.tensor([True, True, True, False])  # nobody votes in group 3: seed 5 goes
+    # max_instances 2: image 0 keeps the best car (0) and the best person (2), although the cars 1 and 3
+    # score higher than person 2: dropping them only merges cars, dropping 2 would leave persons without
+    # an instance. Output order: by group, best first.
+    assert select_seeds(groups, scores, has_pixels, 2, max_instances=2).tolist() == [0, 2, 4]
+    assert select_seeds(groups, scores, has_pixels, 2, max_instances=3).tolist() == [0, 1, 2, 4]
+    # max_instances 1 < two classes present: one seed per class present.
+    assert select_seeds(groups, scores, has_pixels, 2, max_instances=1).tolist() == [0, 2, 4]
+    assert select_seeds(groups, scores, has_pixels, 2, max_instances=200).tolist() == [0, 1, 3, 2, 6, 4]
+    with pytest.raises(ValueError, match="max_instances"):
+        select_seeds(groups, scores, has_pixels, 2, max_instances=0)
+
+
+def test_select_seeds_keeps_at_most_1000_per_class_so_ids_stay_within_their_label():
+    # 1001 seeds of one class: the 1001st would be k = 1000, i.e. label_id * 1000 + 1000, the next label.
+    scores = torch.linspace(1.0, 0.0, 1001)
+    kept = select_seeds(torch.zeros(1001, dtype=torch.int64), scores, torch.tensor([True]), 1, max_instances=5000)
+    assert kept.tolist() == list(range(1000))
+
+
+def test_vote_with_support_drops_small_seeds_and_re_votes_their_pixels():
+    # Group 0 has seeds A (0, 0, 10, 10) and B (10, 0, 12, 2). Voter 0 (20 pixels) predicts A's box, voter 1
+    # (2 pixels) B's. With min_area 4, B (2 pixels) is dropped and voter 1 re-votes: A is the only seed
+    # left (IoU 0 with it, the best there is), so A ends with all 22 pixels.
+    seed_boxes = torch.tensor([[0, 0, 10, 10], [10, 0, 12, 2.0]])
+    pair_boxes = seed_boxes.clone()
+    args = (pair_boxes, torch.tensor([0, 0]), torch.tensor([20, 2]), seed_boxes, torch.tensor([0, 0]), 1)
+    pair_seed, area, alive = vote_with_support(*args, min_area=4)
+    assert (pair_seed.tolist(), area.tolist(), alive.tolist()) == ([0, 0], [22, 0], [True, False])
+    pair_seed, area, alive = vote_with_support(*args, min_area=1)
+    assert (pair_seed.tolist(), area.tolist(), alive.tolist()) == ([0, 1], [20, 2], [True, True])
+
+
+def test_number_instances_counts_per_image_and_class():
+    # K = 2 (car 26, person 24); seeds sorted by group: 0 and 1 image-0 cars, 2 an image-0 person, 3 an
+    # image-1 person. Seed 1 is dead: numbers are consecutive over the alive seeds of a group, and restart
+    # per image and class, so both persons are k = 0.
+    instance_seed, ids = number_instances(torch.tensor([True, False, True, True]), torch.tensor([0, 0, 1, 3]), 2,
+                                          torch.tensor([26, 24]))
+    assert instance_seed.tolist() == [0, 2, 3]
+    assert ids.tolist() == [26000, 24000, 24000]
+
+
+def test_mask_statistics_are_the_tight_box_area_and_mean_pixel_centre():
+    # Instance 0 holds pixels (0, 0) and (1, 2), instance 1 the pixel (5, 3).
+    areas, boxes, centroids = mask_statistics(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 5]),
+                                              torch.tensor([0, 2, 3]), 2)
+    assert areas.tolist() == [2, 1]
+    assert boxes.tolist() == [[0, 0, 2, 3], [5, 3, 6, 4]]
+    assert centroids.tolist() == [[1.0, 1.5], [5.5, 3.5]]
+
+
+def test_sanitize_heads_gives_nonfinite_values_their_meaning_and_counts_them():
+    nan, inf = float("nan"), float("inf")
+    attributes = torch.tensor([nan, inf, -inf, 2.0]).view(1, 4, 1, 1)
+    box_logits = torch.tensor([nan, inf, -inf, 0.0]).view(1, 4, 1, 1)
+    attributes, box_prob, nonfinite = sanitize_heads(attributes, box_logits)
+    assert nonfinite == 6
+    # NaN -> 0; +-inf are left to decode_boxes, which clamps to [0, MAX_BOX_DISTANCE] strides.
+    assert decode_boxes(attributes, 1).flatten().tolist() == [0.5, 0.5 - 1e4, 0.5, 2.5]
+    assert box_prob.flatten().tolist() == [0.0, 1.0, 0.0, 0.5]  # NaN: no evidence of a seed
+    finite = torch.randn(1, 4, 2, 2)
+    assert sanitize_heads(finite, finite)[2] == 0
+
+
+def test_semantic_cells_without_evidence_are_void_nearest_cell_wide():
+    # Three cells: class 0, all-NaN (no evidence for any class), class 1. At stride 1 the middle pixel is
+    # void; at stride 2 each output pixel follows the cell with most of its interpolation weight
+    # (positions 0, 0.25, 0.75, 1.25, 1.75, 2 on the grid): 0, 0, void, void, 1, 1.
+    nan = float("nan")
+    logits = torch.tensor([[10.0, nan, 0.0], [0.0, nan, 10.0]])[None, :, None, :]  # (1, 2, 1, 3)
+    logits, void_cells, nonfinite = sanitize_semantic_logits(logits)
+    assert nonfinite == 2 and void_cells.tolist() == [[[False, True, False]]]
+    assert upsample_semantic(logits, 1, (1, 3), void_cells=void_cells).tolist() == [[[0, VOID_CHANNEL, 1]]]
+    assert upsample_semantic(logits, 2, (1, 6), void_cells=void_cells).tolist() == [
+        [[0, 0, VOID_CHANNEL, VOID_CHANNEL, 1, 1]]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Any head output and the instance cap, end to end.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_two_seedless_classes_cut_by_pre_nms_top_k_both_get_instances():
+    # Issue 8's failure on a tiny scene: a person P and a car Q, no box probability above the threshold
+    # for either, and pre_nms_top_k 1: the fallback's cut keeps only P's best cell (0.3); Q's best cell
+    # joins anyway, so the car keeps its pixels (it used to raise "index -1 is out of bounds").
+    attributes, box_logits, semantic = make_heads(NO_SEED, {"P": PERSON, "Q": CAR}, seeds=[])
+    box_logits[0, 1, 2, 2] = float(torch.logit(torch.tensor(0.3)))
+    out = run(attributes, box_logits, semantic, pre_nms_top_k=1)
+    row = [7, 24000, 24000, 24000, 7, 7, 7, 7, 26000, 26000, 26000, 7]
+    np.testing.assert_array_equal(out.panoptic[0].numpy(), np.array([[7] * 12] + [row] * 4 + [[7] * 12] * 3))
+
+
+# Three cars; C scores lowest. With max_instances 2 its seed goes before the vote and its pixels vote among
+# A and B: C's box overlaps neither (IoU 0 with both, a near-tie), so the nearest box centre decides: B's
+# (x 14) is 5 from C's (x 9), A's (x 2) is 7. C's pixels become part of B, never a hole or a foreign id.
+THREE_CARS = """
+AAAA....CC..BBBB
+AAAA....CC..BBBB
+"""
+
+
+def test_max_instances_drops_the_lowest_scored_seeds_and_their_pixels_re_vote():
+    heads = make_heads(THREE_CARS, {"A": CAR, "B": CAR, "C": CAR},
+                       seeds=[(1, 0, 0, 0.9), (13, 0, 0, 0.8), (8, 0, 0, 0.7)])
+    capped = run(*heads, max_instances=2)
+    uncapped = run(*heads, max_instances=3)
+    capped_row = [26000] * 4 + [7] * 4 + [26001] * 2 + [7] * 2 + [26001] * 4
+    uncapped_row = [26000] * 4 + [7] * 4 + [26002] * 2 + [7] * 2 + [26001] * 4
+    np.testing.assert_array_equal(capped.panoptic[0].numpy(), np.tile(capped_row, (2, 1)))
+    np.testing.assert_array_equal(uncapped.panoptic[0].numpy(), np.tile(uncapped_row, (2, 1)))
+    assert capped.instance_areas.tolist() == [8, 12]
+
+
+def test_nan_attributes_mean_no_box_evidence_and_pixels_join_the_nearest_seed():
+    # Every attribute NaN: each cell's box is its own point, IoU 0 with every seed, so every vote is a
+    # near-tie and the nearest seed (by box centre) wins: seeds at x 1.5 and 6.5 split the row at x 4.
+    attributes, box_logits, semantic = make_heads("AAAAAAAA AAAAAAAA", {"A": CAR},
+                                                  seeds=[(1, 0, 0, 0.9), (6, 0, 0, 0.8)])
+    attributes[:] = float("nan")
+    out = run(attributes, box_logits, semantic)
+    np.testing.assert_array_equal(out.panoptic[0].numpy(), np.tile([26000] * 4 + [26001] * 4, (2, 1)))
+    assert out.nonfinite == 4 * 2 * 8
+
+
+def test_nan_box_logits_mean_no_seed_and_the_fallback_seeds_the_class():
+    # Every box logit NaN: probability 0, no seed anywhere; car A's pixels all predict the same box, so the
+    # fallback makes one instance of score 0 from them.
+    attributes, box_logits, semantic = make_heads(UNSUPPORTED, {"A": CAR}, seeds=[])
+    box_logits[:] = float("nan")
+    out = run(attributes, box_logits, semantic)
+    assert out.instance_ids.tolist() == [26000] and out.instance_areas.tolist() == [24]
+    assert out.instance_scores.tolist() == [0.0]
+    assert out.nonfinite == 2 * 8 * 12
+
+
+def test_finite_heads_report_no_nonfinite_values():
+    assert run(*figure_1_heads()).nonfinite == 0

@@ -1,5 +1,5 @@
 """Evaluation: official cityscapesScripts evaluators on generated data, the full oracle, the
-in-process PQ, and ``casnet eval`` end to end."""
+in-process PQ, ``casnet eval`` end to end, and the user's files that it must leave alone."""
 
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ from casnet_core.evaluation import (
     METRIC_KEYS,
     CityscapesResultWriter,
     EvalPrediction,
+    clean_panoptic,
     full_oracle_prediction,
     panoptic_quality,
     run_official_evaluators,
 )
+from casnet_core.evaluation.compat import working_directory
+from casnet_core.formats import MAX_PANOPTIC_ID, encode_panoptic_rgb, read_panoptic_png, write_png
 
 ROAD, SKY, BUILDING, CAR, PERSON = 7, 23, 11, 26, 24
 
@@ -35,12 +38,19 @@ def eval_root(tmp_path_factory):
                                  height=256, width=512, seed=3))
 
 
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root``: relative path -> (size, mtime in ns)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
 @pytest.fixture(scope="session")
 def full_oracle(eval_root, tmp_path_factory):
-    """``evaluate(oracle="full")`` once: (out dir, metrics). The checkpoint fixture (random weights)
-    comes from conftest.py."""
+    """``evaluate(oracle="full")`` once: (out dir, metrics, the dataset's files before, and after). The
+    checkpoint fixture (random weights) comes from conftest.py."""
     out = tmp_path_factory.mktemp("oracle_full")
-    return out, evaluation.evaluate(eval_root, "val", out, oracle="full", progress=False)
+    before = _files(eval_root)
+    metrics = evaluation.evaluate(eval_root, "val", out, oracle="full", progress=False)
+    return out, metrics, before, _files(eval_root)
 
 
 def _assert_fractions(metrics: dict, keys=METRIC_KEYS) -> None:
@@ -50,7 +60,7 @@ def _assert_fractions(metrics: dict, keys=METRIC_KEYS) -> None:
 
 
 def test_full_oracle_is_near_perfect_through_the_official_evaluators(full_oracle):
-    out, metrics = full_oracle
+    out, metrics, _, _ = full_oracle
     # Ground-truth semantics, attributes and box probability: what is lost is lost by the post-processing
     # (see full_oracle_prediction), and the paper's claim is that it loses little.
     assert metrics["PQ"] >= 0.98, metrics
@@ -113,7 +123,7 @@ def _damage(panoptic: np.ndarray) -> np.ndarray:
 
 
 def test_damaged_predictions_lower_pq_and_in_process_pq_agrees_with_official(eval_root, full_oracle, tmp_path):
-    _, oracle_metrics = full_oracle
+    _, oracle_metrics, _, _ = full_oracle
     names, predictions, gts = _oracle_predictions(eval_root)
 
     # Undamaged: the in-process PQ equals the official one on the same predictions.
@@ -227,17 +237,100 @@ def test_instance_mode_reports_only_meaningful_metrics(eval_root, tmp_path):
                                                 "bicycle"}
 
 
-def test_ground_truth_conversion_is_cached_and_redone_when_stale(eval_root):
-    json_file, folder = evaluation.prepare_panoptic_ground_truth(eval_root, "val")
-    assert json_file == eval_root.resolve() / "gtFine" / "cityscapes_panoptic_val.json"
+def test_ground_truth_conversion_is_cached_and_redone_when_stale(eval_root, tmp_path):
+    cache = tmp_path / "cache"
+    json_file, folder = evaluation.prepare_panoptic_ground_truth(eval_root, "val", cache_dir=cache)
+    assert json_file == cache.resolve() / "cityscapes_panoptic_val.json"
     assert len(list(folder.glob("*_panoptic.png"))) == 4
     before = json_file.stat().st_mtime_ns
-    evaluation.prepare_panoptic_ground_truth(eval_root, "val")
+    evaluation.prepare_panoptic_ground_truth(eval_root, "val", cache_dir=cache)
     assert json_file.stat().st_mtime_ns == before  # fresh: reused
     # A newer ground-truth file makes the cache stale.
     source = next((eval_root / "gtFine" / "val").glob("*/*_instanceIds.png"))
-    os.utime(source, ns=(before + 1000, before + 1000))
-    evaluation.prepare_panoptic_ground_truth(eval_root, "val")
+    stamp = source.stat().st_mtime_ns
+    try:
+        os.utime(source, ns=(before + 1000, before + 1000))
+        evaluation.prepare_panoptic_ground_truth(eval_root, "val", cache_dir=cache)
+    finally:
+        os.utime(source, ns=(stamp, stamp))  # the session's dataset stays as it was
     assert json_file.stat().st_mtime_ns > before
     annotations = json.loads(json_file.read_text())["annotations"]
     assert len(annotations) == 4 and all(a["segments_info"] for a in annotations)
+
+
+def test_eval_writes_nothing_into_the_dataset_and_caches_under_out(full_oracle):
+    out, _, before, after = full_oracle
+    assert after == before  # not one file of --data added, removed or rewritten
+    assert (out / "gt_panoptic" / "cityscapes_panoptic_val.json").is_file()
+    assert len(list((out / "gt_panoptic" / "cityscapes_panoptic_val").glob("*_panoptic.png"))) == 4
+
+
+def test_eval_refuses_outputs_that_overlap_its_inputs(eval_root, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["eval", "--data", str(eval_root), "--max-images", "1"]
+    assert casnet_main([*base, "--out", str(out), "--oracle", "full"]) == 0
+    kept = _files(out)
+    semantic = out / "semantic"
+    assert len(list(semantic.glob("*_labelIds.png"))) == 1
+    capsys.readouterr()
+
+    # The semantics of an earlier run as --semantic-dir, with the same --out: OUT/semantic would be emptied.
+    rc = casnet_main([*base, "--out", str(out), "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
+                      "--semantic-dir", str(semantic)])
+    error = capsys.readouterr().err
+    assert rc == 2 and error.count("\n") == 1 and "--semantic-dir" in error and "choose another --out" in error
+    assert _files(out) == kept  # stopped before touching anything
+
+    # --out inside --data: refused before the folder is made.
+    rc = casnet_main([*base, "--out", str(eval_root / "results"), "--oracle", "full"])
+    assert rc == 2 and "--data" in capsys.readouterr().err
+    assert not (eval_root / "results").exists()
+
+    # A cache folder that would land on the predictions or the checkpoint.
+    for cache in (out / "panoptic", tiny_checkpoint.parent):
+        rc = casnet_main([*base, "--out", str(out), "--oracle", "semantic", "--checkpoint", str(tiny_checkpoint),
+                          "--cache-dir", str(cache)])
+        assert rc == 2 and "--cache-dir" in capsys.readouterr().err
+    assert _files(out) == kept
+
+    # The same semantics into another --out: they are read, not removed (the full oracle's are the ground truth).
+    metrics = evaluation.evaluate(eval_root, "val", tmp_path / "separated", checkpoint=tiny_checkpoint,
+                                  semantic_dir=semantic, device="cpu", max_images=1, progress=False)
+    assert metrics["mIoU"] == pytest.approx(1.0)
+    assert _files(out) == kept
+
+
+def test_a_named_cache_dir_may_be_where_the_official_tools_put_it(eval_root, tmp_path):
+    data = Path(shutil.copytree(eval_root, tmp_path / "data"))
+    metrics = evaluation.evaluate(data, "val", tmp_path / "eval", oracle="full", max_images=1, progress=False,
+                                  cache_dir=data / "gtFine")
+    cached = data / "gtFine" / "cityscapes_panoptic_val.json"
+    assert cached.is_file() and not (tmp_path / "eval" / "gt_panoptic").exists()
+    stamp = cached.stat().st_mtime_ns
+    again = evaluation.evaluate(data, "val", tmp_path / "eval", oracle="full", max_images=1, progress=False,
+                                cache_dir=data / "gtFine")
+    assert cached.stat().st_mtime_ns == stamp  # reused
+    assert again["PQ"] == metrics["PQ"]
+
+
+def test_result_writer_panoptic_png_reads_back_as_the_cleaned_map(tmp_path):
+    panoptic = np.array([[CAR * 1000 + 1, CAR * 1000 + 1, 33_999], [ROAD, 5, 0]])  # 5: ignoreInEval, becomes void
+    writer = CityscapesResultWriter(tmp_path, "val")
+    writer.add("city_000000_000000", EvalPrediction(panoptic))
+    writer.close()
+    read = read_panoptic_png(writer.panoptic_dir / "city_000000_000000_panoptic.png")
+    assert read.tolist() == clean_panoptic(panoptic).tolist() == [[26001, 26001, 33999], [7, 0, 0]]
+    # The encoding itself spans 24 bits, all three channels.
+    ids = np.array([[0, 255, 256, 65535], [65536, 1 << 23, MAX_PANOPTIC_ID, 7]])
+    assert encode_panoptic_rgb(ids)[1, 2].tolist() == [255, 255, 255]
+    write_png(tmp_path / "ids.png", encode_panoptic_rgb(ids))
+    assert read_panoptic_png(tmp_path / "ids.png").tolist() == ids.tolist()
+
+
+def test_working_directory_is_restored_even_on_error(tmp_path):
+    start = os.getcwd()
+    with pytest.raises(RuntimeError):
+        with working_directory(tmp_path):
+            assert Path.cwd() == tmp_path.resolve()
+            raise RuntimeError("inside")
+    assert os.getcwd() == start

@@ -1,0 +1,49 @@
+"""File formats shared by prediction and evaluation: the COCO / Cityscapes panoptic PNG encoding and PNG writing.
+
+A panoptic map (Cityscapes ids: thing ``label_id * 1000 + k``, stuff ``label_id``, void 0) is stored
+as an 8-bit RGB PNG with id = R + 256 G + 256^2 B, the encoding that cityscapesScripts
+(``csCreatePanopticImgs``, ``evalPanopticSemanticLabeling``) reads and writes. A 16-bit PNG would
+overflow for label id 33 from k = 32536 on.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+PANOPTIC_PNG_ENCODING = "id = R + 256*G + 256^2*B"
+# Ids of the RGB encoding span 24 bits.
+MAX_PANOPTIC_ID = (1 << 24) - 1
+# OpenCV's default zlib level; 1 is faster for files read once (the evaluators' inputs).
+DEFAULT_PNG_COMPRESSION = 3
+
+
+def encode_panoptic_rgb(panoptic: np.ndarray) -> np.ndarray:
+    """(H, W) segment ids -> (H, W, 3) uint8 RGB with id = R + 256 G + 256^2 B (COCO panoptic)."""
+    ids = np.asarray(panoptic, dtype=np.int64)
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+
+
+def decode_panoptic_rgb(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB with id = R + 256 G + 256^2 B -> (H, W) int64 segment ids."""
+    rgb = np.asarray(rgb, dtype=np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray, *, compression: int = DEFAULT_PNG_COMPRESSION) -> None:
+    """Writes (H, W) grey or (H, W, 3) RGB uint8 ``image`` as a PNG; raises OSError when it cannot."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = np.ascontiguousarray(image[..., ::-1])  # OpenCV writes BGR
+    if not cv2.imwrite(os.fspath(path), image, [cv2.IMWRITE_PNG_COMPRESSION, compression]):
+        raise OSError(f"cannot write {path}")
+
+
+def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
+    """A panoptic PNG (see ``encode_panoptic_rgb``) -> (H, W) int64 segment ids."""
+    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"cannot read {path}")
+    return decode_panoptic_rgb(bgr[..., ::-1])

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
+from cityscapesscripts.helpers.labels import name2label as _CS_NAME2LABEL
 
 IGNORE_INDEX = 255
 # Cityscapes encoding of instanceIds and panoptic maps: label_id * LABEL_DIVISOR + k for a thing
@@ -69,6 +70,18 @@ class ClassSpace:
         lut[: self.num_classes] = self.label_ids
         return lut[np.asarray(channels).astype(np.int64).clip(0, 255)]
 
+
+def label_id(name: str) -> int:
+    """Cityscapes label id of a class of the official table, by name ("road", "car", "ego vehicle", ...)."""
+    return _CS_NAME2LABEL[name].id
+
+
+# (256, 3) uint8: the official RGB colour of each Cityscapes label id (black for ids the table lacks).
+LABEL_COLORS = np.zeros((256, 3), dtype=np.uint8)
+for _label in _CS_LABELS:
+    if 0 <= _label.id < 256:
+        LABEL_COLORS[_label.id] = _label.color
+LABEL_COLORS.flags.writeable = False
 
 NUM_THING_CLASSES = len(_THING_LABELS)
 THING_NAMES = tuple(lab.name for lab in _THING_LABELS)

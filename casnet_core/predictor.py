@@ -24,9 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from casnet_core.postprocess import common_attribute_support
-
-PANOPTIC_PNG_ENCODING = "id = R + 256*G + 256^2*B"
+from casnet_core.formats import PANOPTIC_PNG_ENCODING, encode_panoptic_rgb
+from casnet_core.postprocess import DEFAULT_THRESHOLDS, common_attribute_support
 
 
 @dataclass(frozen=True)
@@ -48,22 +47,36 @@ class Instance:
 @dataclass
 class Prediction:
     """panoptic: (H, W) int32 Cityscapes panoptic ids; semantic: (H, W) uint8 Cityscapes label ids (0 void);
-    instances: by decreasing score; timings: seconds of "preprocess", "forward", "postprocess"."""
+    instances: by decreasing score; timings: seconds of "preprocess", "forward", "postprocess"; nonfinite: NaN /
+    inf values in the network's outputs (``casnet_core.postprocess.PanopticOutput.nonfinite``)."""
 
     panoptic: np.ndarray
     semantic: np.ndarray
     instances: list[Instance]
     timings: dict[str, float] = field(default_factory=dict)
+    nonfinite: int = 0
 
 
-#: Post-processing thresholds of the Predictor by default; the CLI, evaluation and the ROS node read them here.
-DEFAULT_THRESHOLDS: dict[str, float | int] = {
-    "box_threshold": 0.5,  # seed box probability (paper: 0.5)
-    "nms_iou": 0.6,  # NMS IoU between seed boxes
-    "tie_margin": 0.05,  # IoU margin within which the vote is a near-tie, broken by the centre
-    "min_area": 32,  # instances with fewer pixels are dropped, their pixels re-vote
-    "stuff_area": 2048,  # stuff segments with fewer pixels become void (Panoptic-DeepLab's Cityscapes value)
-}
+#: Longest side, in pixels, that the network sees by default: a 4K or 8K frame is downscaled to it (aspect
+#: ratio kept), Cityscapes' 1024x2048 runs at full resolution.
+DEFAULT_MAX_INPUT_SIZE = 2048
+BACKENDS = ("torch", "onnxruntime")
+
+
+def network_input_size(height: int, width: int, *, input_size: tuple[int, int] | None = None,
+                       max_input_size: int | None = None) -> tuple[int, int]:
+    """(H', W'): the size an (height, width) image is resized to for the network, before padding to the size
+    divisor. One scale for both axes, so the aspect ratio is kept (up to rounding), as segment-anything's
+    ``ResizeLongestSide``: the image is scaled to fit inside ``input_size`` (up or down), then down, never up,
+    so that its longest side is at most ``max_input_size``. Neither given: the image's own size."""
+    scale = 1.0
+    if input_size is not None:
+        scale = min(input_size[0] / height, input_size[1] / width)
+    if max_input_size is not None:
+        scale = min(scale, max_input_size / max(height, width))
+    if scale == 1.0:
+        return height, width
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -80,14 +93,22 @@ class Predictor:
     """Runs a CASNet model and its post-processing on single RGB images of any size.
 
     Args:
-        model: a ``CASNet`` (``casnet_core.model.build_casnet``); moved to ``device``, put in eval mode.
+        model: a ``CASNet`` (``casnet_core.model.build_casnet``); moved to ``device``, put in eval mode. With
+            ``backend="onnxruntime"`` also an ONNX file of ``casnet export`` (path or bytes); a ``CASNet`` is
+            then exported in memory (``casnet_core.export.export_onnx``).
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
-        fp16: float16 autocast for the forward pass; CUDA only (ignored with a warning on the CPU).
+        fp16: float16 autocast for the forward pass; torch backend on CUDA only (else ignored with a warning).
+        backend: "torch" runs the model with PyTorch; "onnxruntime" runs its ONNX export with onnxruntime
+            (``casnet_core.export.OnnxNetwork``: CPU provider, CUDA provider with onnxruntime-gpu); the
+            pre- and post-processing are the same torch code on ``device`` for both.
         mode: what is output, "panoptic" or "instance"; default the model's mode. A panoptic model can
             output instances only; an instance model has no stuff classes to output.
-        input_size: optional (height, width) the image is resized to before the network (then padded to
-            ``model.size_divisor``); outputs are always at the size of the given image.
-        box_threshold, nms_iou, min_area, stuff_area, tie_margin: post-processing thresholds
+        input_size: optional (height, width) box the image is scaled to fit inside (up or down, aspect ratio
+            kept) before the network; see ``network_input_size``.
+        max_input_size: the longest side, in pixels, the network sees (default 2048): larger images are
+            scaled down, aspect ratio kept; None for no limit. The network input is then padded to
+            ``model.size_divisor``. Outputs are always at the size of the given image.
+        box_threshold, nms_iou, min_area, stuff_area, tie_margin, max_instances: post-processing thresholds
             (``casnet_core.postprocess.common_attribute_support``); plain attributes, settable between calls.
             ``min_area`` and ``stuff_area`` are in pixels of the given image.
     """
@@ -98,20 +119,37 @@ class Predictor:
         device: str | torch.device = "auto",
         fp16: bool = False,
         *,
+        backend: str = "torch",
         mode: str | None = None,
         input_size: tuple[int, int] | None = None,
+        max_input_size: int | None = DEFAULT_MAX_INPUT_SIZE,
         box_threshold: float = DEFAULT_THRESHOLDS["box_threshold"],
         nms_iou: float = DEFAULT_THRESHOLDS["nms_iou"],
         min_area: int = DEFAULT_THRESHOLDS["min_area"],
         stuff_area: int = DEFAULT_THRESHOLDS["stuff_area"],
         tie_margin: float = DEFAULT_THRESHOLDS["tie_margin"],
+        max_instances: int = DEFAULT_THRESHOLDS["max_instances"],
     ) -> None:
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        if fp16 and self.device.type != "cuda":
-            warnings.warn("fp16 autocast is used on CUDA only; running in float32 on the CPU", stacklevel=2)
-        self.fp16 = bool(fp16) and self.device.type == "cuda"
-        self.class_space = model.class_space
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        if backend == "onnxruntime":
+            from casnet_core.export import OnnxNetwork, export_onnx, onnxruntime_default_device
+
+            self.device = onnxruntime_default_device() if str(device) == "auto" else resolve_device(device)
+            source = export_onnx(model) if isinstance(model, torch.nn.Module) else model
+            self.model = OnnxNetwork(source, device=self.device)
+        elif isinstance(model, torch.nn.Module):
+            self.device = resolve_device(device)
+            self.model = model.to(self.device).eval()
+        else:
+            raise ValueError(f"the torch backend needs a CASNet module, got {type(model).__name__} "
+                             "(an ONNX file runs with backend='onnxruntime')")
+        if fp16 and (self.device.type != "cuda" or backend != "torch"):
+            warnings.warn("fp16 autocast is used by the torch backend on CUDA only; running in float32",
+                          stacklevel=2)
+        self.fp16 = bool(fp16) and self.device.type == "cuda" and backend == "torch"
+        self.class_space = self.model.class_space
         self.mode = mode or self.class_space.mode
         if self.mode not in ("panoptic", "instance"):
             raise ValueError(f"mode must be 'panoptic' or 'instance', got {self.mode!r}")
@@ -121,23 +159,42 @@ class Predictor:
             input_size = (int(input_size[0]), int(input_size[1]))
             if min(input_size) < 1:
                 raise ValueError(f"input_size must be positive, got {input_size}")
+        if max_input_size is not None and int(max_input_size) < 1:
+            raise ValueError(f"max_input_size must be positive or None, got {max_input_size}")
         self.input_size = input_size
+        self.max_input_size = None if max_input_size is None else int(max_input_size)
         self.box_threshold = box_threshold
         self.nms_iou = nms_iou
         self.min_area = min_area
         self.stuff_area = stuff_area
         self.tie_margin = tie_margin
+        self.max_instances = max_instances
         self.checkpoint_info: dict[str, Any] = {}
         self._label_id_lut = torch.from_numpy(self.class_space.label_id_lut().astype(np.int64)).to(self.device)
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str | torch.device = "auto", fp16: bool = False,
-                        **kwargs: Any) -> "Predictor":
-        """A predictor for the model a checkpoint file describes (``casnet_core.checkpoint.load_model``)."""
+    def from_checkpoint(cls, path: str, device: str | torch.device = "auto", fp16: bool = False, *,
+                        backend: str = "auto", **kwargs: Any) -> "Predictor":
+        """A predictor for the model a file describes: a checkpoint (``casnet_core.checkpoint.load_model``)
+        or an ONNX export (``casnet export``, a file ending in ".onnx").
+
+        backend: "auto" ("onnxruntime" for an ONNX file, else "torch"), "torch" (a checkpoint only) or
+        "onnxruntime" (an ONNX file, or a checkpoint exported in memory).
+        """
         from casnet_core.checkpoint import load_model
 
-        model, info = load_model(path, map_location="cpu")
-        predictor = cls(model, device, fp16, **kwargs)
+        is_onnx = str(path).lower().endswith(".onnx")
+        if backend == "auto":
+            backend = "onnxruntime" if is_onnx else "torch"
+        if is_onnx:
+            if backend != "onnxruntime":
+                raise ValueError(f"{path} is an ONNX file: it runs with backend 'onnxruntime', not {backend!r}")
+            predictor = cls(path, device, fp16, backend=backend, **kwargs)
+            info = {"config": predictor.model.config, "mode": predictor.class_space.mode,
+                    "class_names": list(predictor.class_space.names)}
+        else:
+            model, info = load_model(path, map_location="cpu")
+            predictor = cls(model, device, fp16, backend=backend, **kwargs)
         predictor.checkpoint_info = {k: v for k, v in info.items() if k in ("config", "mode", "class_names")}
         return predictor
 
@@ -191,25 +248,30 @@ class Predictor:
                 tie_margin=self.tie_margin,
                 min_area=self.min_area,
                 stuff_area=self.stuff_area,
+                max_instances=self.max_instances,
             )
             prediction = Prediction(
                 panoptic=result.panoptic[0].cpu().numpy(),
                 semantic=result.semantic[0].cpu().numpy(),
                 instances=self._instances(result),
                 timings=timings,
+                nonfinite=result.nonfinite,
             )
             timings["postprocess"] = time.perf_counter() - start
         return prediction
 
     def _preprocess(self, image_rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(1, 3, H', W') float 0..255 on the device, resized to ``input_size`` and padded to the size
+        """(1, 3, H', W') float 0..255 on the device, resized to ``network_input_size`` and padded to the size
         divisor with the model's mean colour (0 after its normalisation, as detectron2 pads); and (H', W')
         before padding."""
         # ascontiguousarray: torch.from_numpy refuses negative strides (flipped views).
         pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device, non_blocking=True)
         images = pixels.permute(2, 0, 1)[None].float()
-        if self.input_size is not None and self.input_size != tuple(images.shape[-2:]):
-            images = F.interpolate(images, size=self.input_size, mode="bilinear", align_corners=False,
+        size = network_input_size(*image_rgb.shape[:2], input_size=self.input_size,
+                                  max_input_size=self.max_input_size)
+        if size != tuple(images.shape[-2:]):
+            # antialias: a 4K frame scaled down several times must not alias.
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False,
                                    antialias=True).clamp(0, 255)
         height, width = images.shape[-2:]
         divisor = self.model.size_divisor
@@ -268,7 +330,6 @@ def write_outputs(prediction: Prediction, image_rgb: np.ndarray, out_dir: Path, 
     """Writes NAME_panoptic.png, NAME_overlay.png and NAME_instances.json (see the module docstring)."""
     import cv2
 
-    from casnet_core.evaluation import encode_panoptic_rgb
     from casnet_core.visualize import colorize
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -298,9 +359,13 @@ def _main(args: argparse.Namespace) -> int:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SystemExit(f"casnet predict: several images would write the same outputs: {duplicates}")
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=args.device, fp16=args.fp16, mode=args.mode,
-        input_size=tuple(args.input_size) if args.input_size else None, **thresholds_from_args(args))
+    try:
+        predictor = Predictor.from_checkpoint(
+            args.checkpoint, device=args.device, fp16=args.fp16, backend=args.backend, mode=args.mode,
+            input_size=tuple(args.input_size) if args.input_size else None,
+            max_input_size=args.max_input_size or None, **thresholds_from_args(args))
+    except ValueError as error:  # CheckpointError included: a one-line message, not a traceback
+        raise SystemExit(f"casnet predict: {error}") from error
     out_dir = Path(args.out)
     for path, name in zip(args.images, names):
         image = read_image(path)
@@ -318,6 +383,7 @@ _THRESHOLD_HELP = {
     "tie_margin": "IoU margin of a near-tie in the vote",
     "min_area": "minimum instance area in pixels",
     "stuff_area": "stuff regions below this many pixels become void",
+    "max_instances": "instances per image at most (the lowest-scored seeds beyond it are dropped)",
 }
 
 
@@ -338,13 +404,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict", help="segment images with a checkpoint; writes panoptic PNG, overlay and instances JSON",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (casnet train output)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint file (casnet train output) or ONNX file (casnet export output)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda" or "cuda:N"')
     parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                        help="network runtime (default auto: onnxruntime for an .onnx file, else torch)")
     parser.add_argument("--mode", choices=("panoptic", "instance"), default=None,
                         help="output mode (default: the checkpoint's)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="resize images to H x W for the network (outputs stay at full size)")
+                        help="scale images to fit inside H x W for the network, aspect ratio kept "
+                             "(outputs stay at full size)")
+    parser.add_argument("--max-input-size", type=int, default=DEFAULT_MAX_INPUT_SIZE, metavar="PIXELS",
+                        help="longest side the network sees; larger images are scaled down, aspect ratio kept "
+                             f"(default {DEFAULT_MAX_INPUT_SIZE}, 0 for no limit)")
     add_threshold_arguments(parser)
     parser.set_defaults(func=_main)

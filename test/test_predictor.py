@@ -11,7 +11,7 @@ import torch
 
 from casnet_core.checkpoint import save_checkpoint
 from casnet_core.model import build_casnet
-from casnet_core.predictor import Predictor
+from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, Predictor, network_input_size
 from casnet_core.visualize import colorize
 
 ROAD, CAR, PERSON = 7, 26, 24  # Cityscapes label ids
@@ -57,10 +57,49 @@ def test_odd_image_size_gives_full_size_outputs(predictor):
     assert set(prediction.timings) == {"preprocess", "forward", "postprocess"}
 
 
+def network_inputs(model, predictor, image) -> tuple[object, list[tuple[int, ...]]]:
+    """The prediction, and the shapes of the images the network was called on."""
+    seen = []
+    hook = model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
+    try:
+        return predictor.predict(image), seen
+    finally:
+        hook.remove()
+
+
+@pytest.mark.parametrize("size, limits, expected", [
+    ((4320, 7680), {"max_input_size": 2048}, (1152, 2048)),  # 8K
+    ((2160, 3840), {"max_input_size": 2048}, (1152, 2048)),  # 4K
+    ((1024, 2048), {"max_input_size": 2048}, (1024, 2048)),  # Cityscapes: unchanged
+    ((3000, 1000), {"max_input_size": 2048}, (2048, 683)),  # portrait: the height is the longest side
+    ((97, 203), {"max_input_size": 2048}, (97, 203)),  # never scaled up
+    ((97, 203), {"input_size": (64, 128)}, (61, 128)),  # fits inside, aspect ratio kept (not 64x128)
+    ((40, 60), {"input_size": (80, 240)}, (80, 120)),  # input_size scales up too
+    ((97, 203), {"input_size": (64, 128), "max_input_size": 100}, (48, 100)),
+    ((97, 203), {}, (97, 203)),
+])
+def test_network_input_size_keeps_the_aspect_ratio(size, limits, expected):
+    assert network_input_size(*size, **limits) == expected
+
+
 def test_resized_input_still_gives_full_size_outputs(model):
     predictor = Predictor(model, device="cpu", input_size=(64, 128), box_threshold=0.005, min_area=4, stuff_area=16)
-    prediction = predictor.predict(random_image(97, 203, seed=1))
+    prediction, seen = network_inputs(model, predictor, random_image(97, 203, seed=1))
     check_consistent(prediction, 97, 203)
+    assert seen == [(1, 3, 64, 128)]  # 61x128 (aspect ratio kept), padded to the size divisor 32
+
+
+def test_large_frames_are_scaled_down_before_the_network(model):
+    assert Predictor(model, device="cpu").max_input_size == DEFAULT_MAX_INPUT_SIZE == 2048
+    predictor = Predictor(model, device="cpu", max_input_size=256, box_threshold=0.005, min_area=4, stuff_area=16)
+    prediction, seen = network_inputs(model, predictor, random_image(1080, 1920, seed=7))
+    check_consistent(prediction, 1080, 1920)  # outputs at the camera's size
+    assert prediction.instances
+    assert seen == [(1, 3, 160, 256)]  # 144x256, padded to 32
+    predictor.max_input_size = None  # no limit: the network sees the frame as it is (padded)
+    assert network_inputs(model, predictor, random_image(100, 150, seed=8))[1] == [(1, 3, 128, 160)]
+    with pytest.raises(ValueError, match="max_input_size"):
+        Predictor(model, device="cpu", max_input_size=0)
 
 
 def test_non_contiguous_views_give_the_same_result(predictor):

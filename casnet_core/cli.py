@@ -12,6 +12,8 @@ SUBCOMMAND_MODULES = (
     "casnet_core.train",
     "casnet_core.predictor",
     "casnet_core.evaluation",
+    "casnet_core.replay",
+    "casnet_core.export",
 )
 
 

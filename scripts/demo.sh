@@ -1,31 +1,21 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline on the built-in default, on the CPU, in a few minutes the first time
-# and seconds after (each step is skipped when its output exists; delete demo_out/ to start over).
-#   1. generate a synthetic street-scene dataset in the Cityscapes layout
-#   2. train CASNet (config/synthetic_cpu.yaml) briefly
-#   3. evaluate it with the official Cityscapes evaluators (and the post-processing alone: full oracle)
-#   4. write predictions (panoptic PNG, overlay PNG, instances JSON) for the validation images
-#   5. run the ROS 2 node on the validation images over DDS and save what it publishes (casnet_ros.demo)
+# `make demo`: a generated drive replayed through the real ROS 2 node with the default model, on the CPU.
+#   1. generate a short drive bag (casnet synth --bag): camera images, camera info, panoptic ground truth
+#      (skipped when it exists; delete demo_out/ to start over)
+#   2. play it over DDS to a casnet_node process (casnet replay --live): the node's outputs in an output
+#      bag, metrics.json (frames, latency, PQ/AP/mIoU against the ground truth) and mosaic.png
+# DEMO_OUT, DEMO_FRAMES and DEMO_PACE (--max-rate, or e.g. "--rate 1" for the recorded 10 Hz) override the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-demo_out}
-DATA=$OUT/data
-RUN=$OUT/train
+FRAMES=${DEMO_FRAMES:-30}
+PACE=${DEMO_PACE:---max-rate}
 CASNET=.venv/bin/casnet
-ITERS=${DEMO_ITERS:-300}
 
-if [ ! -d "$DATA/gtFine/val" ]; then
-  $CASNET synth --out "$DATA" --train 48 --val 8 --height 256 --width 512 --seed 0
+if [ ! -f "$OUT/drive/metadata.yaml" ]; then
+  rm -rf "$OUT/drive"
+  $CASNET synth --bag "$OUT/drive" --frames "$FRAMES" --height 512 --width 1024 --seed 7
 fi
-if [ ! -f "$RUN/model_final.pt" ]; then
-  $CASNET train --config config/synthetic_cpu.yaml --data "$DATA" --out "$RUN" --device cpu --max-iters "$ITERS"
-fi
-if [ ! -f "$OUT/eval/metrics.json" ]; then
-  $CASNET eval --data "$DATA" --split val --out "$OUT/eval" --checkpoint "$RUN/model_final.pt"
-  $CASNET eval --data "$DATA" --split val --out "$OUT/eval_oracle_full" --oracle full
-fi
-$CASNET predict --checkpoint "$RUN/model_final.pt" --out "$OUT/predictions" "$DATA"/leftImg8bit/val/*/*_leftImg8bit.png
-.venv/bin/python -m casnet_ros.demo --checkpoint "$RUN/model_final.pt" --out "$OUT/ros" \
-  --images "$DATA"/leftImg8bit/val/*/*_leftImg8bit.png
-echo "demo: predictions (panoptic PNG, overlay PNG, instances JSON) in $OUT/predictions, metrics in $OUT/eval/metrics.json"
-echo "demo: ROS 2 node outputs (overlay PNG, instances JSON, summary.json with latencies) in $OUT/ros"
+# shellcheck disable=SC2086  # PACE is one or two words on purpose
+$CASNET replay --bag "$OUT/drive" --out "$OUT/replay" --live $PACE
+echo "demo: drive bag $OUT/drive; replay outputs in $OUT/replay: output bag bag/, metrics.json, mosaic.png, casnet_node.log"

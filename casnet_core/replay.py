@@ -1,0 +1,492 @@
+"""Replay of a recorded drive through CASNet: accuracy, latency and pictures from a rosbag2.
+
+``casnet replay --bag BAG --out DIR [--checkpoint CKPT] [--image-topic T] [--gt-topic T]
+[--live [--rate R | --max-rate]] [--frames N]``
+
+The model is ``--checkpoint``, else the packaged default model. By default the bag is replayed in this
+process through the ``Predictor`` (exactly what the node runs). With ``--live`` it is played over DDS
+to a real ``casnet_node`` process (``casnet_ros.live_replay``), at the recorded rate (``--rate R``
+scales it as ``ros2 bag play --rate`` does; ``--max-rate`` sends each frame as soon as the node has
+answered the previous one), so drops and latency are those a vehicle would see. Both modes record
+through ``ReplayRecorder`` and write to DIR:
+
+* ``bag/``: a rosbag2 (the input's storage unless ``--storage``) with the node's outputs
+  ``/casnet/panoptic`` (Image 16UC1; 32SC1 for ids above 65535), ``/casnet/semantic`` (Image mono8),
+  ``/casnet/instances`` (casnet_msgs/PanopticFrame) and ``/casnet/detections``
+  (vision_msgs/Detection2DArray), each with the header of its input frame and written at the input's
+  receive time. Live: the messages as the node published them; in-process: built from the Prediction
+  the way the node builds them.
+* ``metrics.json``: frames received / processed / dropped / failed, latency percentiles (p50, p90, p99,
+  max; in-process the decode + ``Predictor.predict`` time, live the time from publishing a frame to
+  receiving all four outputs), throughput; with ground truth, ``accuracy``: PQ SQ RQ PQ_th PQ_st AP AP50
+  mIoU (and the per-class tables) of the processed frames that have ground truth.
+* ``mosaic.png``: a few frames across the drive, each a row: input | panoptic colouring | overlay.
+* with ground truth, ``frames/``: those frames and their ground truth in the Cityscapes layout (split
+  ``replay``, ``leftImg8bit`` + ``gtFine`` labelIds and instanceIds), and ``evaluation/``: the predictions
+  in the official formats and the logs of the official evaluators. The accuracy is that of
+  ``casnet eval --data DIR/frames --split replay``: the same official evaluators on the same files.
+
+Ground truth is a ``sensor_msgs/Image`` topic (32SC1 Cityscapes panoptic ids, ``PANOPTIC_GT_TOPIC`` by
+default) whose header stamps equal the camera's. A frame that cannot be decoded is counted as failed,
+reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from casnet_core import bags
+from casnet_core.predictor import Instance, Prediction
+
+OUTPUT_NAMESPACE = "/casnet"
+# name -> (topic, message type) of the node outputs a replay records.
+OUTPUT_TOPICS: dict[str, tuple[str, str]] = {
+    "panoptic": (f"{OUTPUT_NAMESPACE}/panoptic", bags.IMAGE_TYPE),
+    "semantic": (f"{OUTPUT_NAMESPACE}/semantic", bags.IMAGE_TYPE),
+    "instances": (f"{OUTPUT_NAMESPACE}/instances", bags.PANOPTIC_FRAME_TYPE),
+    "detections": (f"{OUTPUT_NAMESPACE}/detections", bags.DETECTIONS_TYPE),
+}
+EVAL_SPLIT = "replay"
+EVAL_CITY = "drive"
+ACCURACY_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "AP", "AP50", "mIoU")
+MOSAIC_FRAMES = 4
+MOSAIC_TILE_WIDTH = 512
+# Failures listed one by one in metrics.json (all are counted).
+_LISTED_FAILURES = 50
+
+
+def frame_name(index: int) -> str:
+    """The Cityscapes-style name ``{city}_{sequence}_{frame}`` of frame ``index`` of the replayed topic."""
+    return f"{EVAL_CITY}_000000_{index:06d}"
+
+
+def panoptic_frame_message(panoptic_image: Any, instances: Sequence[Any], mode: str, header: Any) -> Any:
+    """casnet_msgs/PanopticFrame of the panoptic image (``bags.panoptic_image_message``) and ``Predictor``
+    instances (the node's ~/instances)."""
+    frame_type = bags.message_type(bags.PANOPTIC_FRAME_TYPE)
+    instance_type = bags.message_type("casnet_msgs/msg/PanopticInstance")
+    items = []
+    for instance in instances:
+        x0, y0, x1, y1 = (float(v) for v in instance.box)
+        cx, cy = (float(v) for v in instance.centroid)
+        items.append(instance_type(
+            id=int(instance.id), class_id=int(instance.label_id), class_name=str(instance.class_name),
+            score=float(instance.score), x_min=x0, y_min=y0, x_max=x1, y_max=y1, area=int(instance.area),
+            centroid_x=cx, centroid_y=cy))
+    return frame_type(header=header, mode=mode, panoptic=panoptic_image, instances=items)
+
+
+def detections_message(instances: Sequence[Any], header: Any) -> Any:
+    """vision_msgs/Detection2DArray of ``Predictor`` instances (the node's ~/detections): id = panoptic id,
+    class_id = label id as a string, bbox = centre + size in pixels, empty pose."""
+    types = bags.typestore().types
+    array_type = bags.message_type(bags.DETECTIONS_TYPE)
+    detection_type = types["vision_msgs/msg/Detection2D"]
+    no_pose = types["geometry_msgs/msg/PoseWithCovariance"](
+        pose=types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
+                                             orientation=types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0,
+                                                                                                w=1.0)),
+        covariance=np.zeros(36, dtype=np.float64))
+    detections = []
+    for instance in instances:
+        x0, y0, x1, y1 = (float(v) for v in instance.box)
+        hypothesis = types["vision_msgs/msg/ObjectHypothesisWithPose"](
+            hypothesis=types["vision_msgs/msg/ObjectHypothesis"](class_id=str(int(instance.label_id)),
+                                                                 score=float(instance.score)),
+            pose=no_pose)
+        center = types["vision_msgs/msg/Pose2D"](
+            position=types["vision_msgs/msg/Point2D"](x=0.5 * (x0 + x1), y=0.5 * (y0 + y1)), theta=0.0)
+        detections.append(detection_type(
+            header=header, results=[hypothesis], id=str(int(instance.id)),
+            bbox=types["vision_msgs/msg/BoundingBox2D"](center=center, size_x=x1 - x0, size_y=y1 - y0)))
+    return array_type(header=header, detections=detections)
+
+
+def output_messages(prediction: Prediction, mode: str, header: Any) -> dict[str, Any]:
+    """The node's outputs for one Prediction as rosbags messages, built as ``casnet_ros.conversions`` builds
+    them for the node, field for field: name -> message (see OUTPUT_TOPICS)."""
+    panoptic = bags.panoptic_image_message(prediction.panoptic, header)
+    return {
+        "panoptic": panoptic,
+        "semantic": bags.array_to_image_message(np.asarray(prediction.semantic, dtype=np.uint8), "mono8", header),
+        "instances": panoptic_frame_message(panoptic, prediction.instances, mode, header),
+        "detections": detections_message(prediction.instances, header),
+    }
+
+
+@dataclass
+class FrameResult:
+    """What became of one frame: status "processed" (prediction and latency set), "failed" (cannot be
+    decoded or predicted; ``error``) or "dropped" (sent to the node, never answered). ``serialized``: the
+    node's outputs as published (name -> CDR bytes), recorded as they are; None: built from ``prediction``."""
+
+    frame: bags.BagFrame
+    status: str
+    prediction: Prediction | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    serialized: Mapping[str, bytes] | None = None
+
+
+class ReplayRecorder:
+    """Writes what a replay produces under ``out_dir`` (see the module docstring); ``close`` returns the
+    metrics and writes ``metrics.json``.
+
+    Args:
+        out_dir: output folder (created).
+        storage: storage of the output bag, "sqlite3" or "mcap".
+        mode: "panoptic" or "instance", the predictor's mode.
+        total_frames: frames expected (chooses the mosaic frames and sizes the progress bar).
+        evaluate: write frames with ground truth and evaluate them at the end.
+        progress: show a tqdm progress bar.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, *, storage: str, mode: str, total_frames: int,
+                 evaluate: bool = True, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.mode = mode
+        self.bag_path = self.out_dir / "bag"
+        bags.remove_bag(self.bag_path)
+        self._bag = bags.BagWriter(self.bag_path, storage).__enter__()
+        self._evaluate = evaluate
+        self._frames_root = self.out_dir / "frames"
+        self._results_writer = None
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "failed": 0, "evaluated": 0}
+        self.latencies_s: list[float] = []
+        self.failures: list[dict[str, Any]] = []
+        last = max(total_frames - 1, 0)
+        self._mosaic_targets = sorted({round(last * k / (MOSAIC_FRAMES - 1)) for k in range(MOSAIC_FRAMES)})
+        self._mosaic_rows: list[np.ndarray] = []
+        self._progress = tqdm(total=total_frames or None, desc="replay", unit="frame", disable=not progress)
+
+    # ---------------------------------------------------------------- per frame
+    def add(self, result: FrameResult) -> None:
+        frame = result.frame
+        self.counts["received"] += 1
+        self.counts[result.status] += 1
+        self._progress.update(1)
+        if result.status != "processed":
+            if result.status == "failed":
+                if len(self.failures) < _LISTED_FAILURES:
+                    self.failures.append({"index": frame.index, "stamp_ns": frame.stamp_ns, "error": result.error})
+                self._progress.write(f"frame {frame.index} (stamp {frame.stamp_ns}) skipped: {result.error}")
+            return
+        prediction = result.prediction
+        assert prediction is not None and result.latency_s is not None
+        self.latencies_s.append(result.latency_s)
+        self._write_outputs(result)
+        if self._evaluate and frame.panoptic_gt is not None and frame.image_rgb is not None:
+            self._write_evaluation_frame(frame, prediction)
+        if self._mosaic_targets and frame.index >= self._mosaic_targets[0] and frame.image_rgb is not None:
+            while self._mosaic_targets and frame.index >= self._mosaic_targets[0]:
+                self._mosaic_targets.pop(0)
+            self._mosaic_rows.append(_mosaic_row(frame, prediction))
+
+    def _write_outputs(self, result: FrameResult) -> None:
+        frame = result.frame
+        if result.serialized is not None:
+            for name, data in result.serialized.items():
+                topic, msgtype = OUTPUT_TOPICS[name]
+                self._bag.add_serialized(topic, msgtype, frame.time_ns, data)
+            return
+        header = bags.header_message(frame.stamp_ns, frame.frame_id)
+        for name, message in output_messages(result.prediction, self.mode, header).items():
+            topic, msgtype = OUTPUT_TOPICS[name]
+            self._bag.add(topic, msgtype, frame.time_ns, message)
+
+    def _write_evaluation_frame(self, frame: bags.BagFrame, prediction: Prediction) -> None:
+        from casnet_core.evaluation import CityscapesResultWriter, EvalPrediction, segment_label_ids
+
+        if self._results_writer is None:
+            for folder in (self._frames_root / "leftImg8bit" / EVAL_SPLIT, self._frames_root / "gtFine" / EVAL_SPLIT):
+                shutil.rmtree(folder, ignore_errors=True)
+                (folder / EVAL_CITY).mkdir(parents=True)
+            self._results_writer = CityscapesResultWriter(self.out_dir / "evaluation", EVAL_SPLIT)
+        gt = frame.panoptic_gt
+        problem = None
+        if gt.shape != frame.image_rgb.shape[:2]:
+            problem = f"ground truth {gt.shape} does not fit the image {frame.image_rgb.shape[:2]}"
+        elif gt.min(initial=0) < 0 or gt.max(initial=0) > np.iinfo(np.uint16).max:
+            problem = "ground-truth ids outside 0..65535 (not Cityscapes ids)"
+        if problem is not None:
+            self.failures.append({"index": frame.index, "stamp_ns": frame.stamp_ns,
+                                  "error": problem + "; frame not evaluated"})
+            return
+        name = frame_name(frame.index)
+        image_dir = self._frames_root / "leftImg8bit" / EVAL_SPLIT / EVAL_CITY
+        gt_dir = self._frames_root / "gtFine" / EVAL_SPLIT / EVAL_CITY
+        for path, pixels in ((image_dir / f"{name}_leftImg8bit.png", np.ascontiguousarray(frame.image_rgb[..., ::-1])),
+                             (gt_dir / f"{name}_gtFine_labelIds.png", segment_label_ids(gt).astype(np.uint8)),
+                             (gt_dir / f"{name}_gtFine_instanceIds.png", gt.astype(np.uint16))):
+            if not cv2.imwrite(str(path), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                raise OSError(f"cannot write {path}")
+        scores = {instance.id: instance.score for instance in prediction.instances}
+        self._results_writer.add(name, EvalPrediction(prediction.panoptic, prediction.semantic, scores))
+        self.counts["evaluated"] += 1
+
+    # ---------------------------------------------------------------- the end
+    def close(self, wall_s: float, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Closes the bag, evaluates, writes the mosaic and ``metrics.json``; returns the metrics."""
+        self._progress.close()
+        self._bag.close()
+        metrics: dict[str, Any] = {**(info or {}), "frames": dict(self.counts)}
+        metrics["latency_ms"] = latency_summary(self.latencies_s)
+        metrics["throughput_fps"] = self.counts["processed"] / wall_s if wall_s > 0 else None
+        metrics["wall_s"] = wall_s
+        metrics["accuracy"] = self._accuracy()
+        metrics["failures"] = self.failures
+        outputs = {"bag": str(self.bag_path)}
+        if self._mosaic_rows:
+            mosaic_path = self.out_dir / "mosaic.png"
+            if not cv2.imwrite(str(mosaic_path), np.vstack(self._mosaic_rows)[..., ::-1]):
+                raise OSError(f"cannot write {mosaic_path}")
+            outputs["mosaic"] = str(mosaic_path)
+        if self._results_writer is not None:
+            outputs["frames"] = str(self._frames_root)
+            outputs["evaluation"] = str(self.out_dir / "evaluation")
+        outputs["metrics"] = str(self.out_dir / "metrics.json")
+        metrics["outputs"] = outputs
+        from casnet_core.evaluation import write_metrics
+
+        write_metrics(metrics, self.out_dir / "metrics.json")
+        return metrics
+
+    def abort(self) -> None:
+        """Closes the output bag (readable, with what was recorded) without evaluating: after an error or Ctrl-C."""
+        self._progress.close()
+        self._bag.close()
+
+    def _accuracy(self) -> dict[str, Any] | None:
+        if self._results_writer is None:
+            return None
+        from casnet_core.evaluation import run_official_evaluators
+
+        self._results_writer.close()
+        try:
+            return run_official_evaluators(self._frames_root, EVAL_SPLIT, self._results_writer, mode=self.mode)
+        except (RuntimeError, ValueError, FileNotFoundError) as error:
+            # e.g. the panoptic evaluator needs a thing and a stuff segment: report, keep the rest
+            return {"error": " ".join(str(error).split())}
+
+
+def latency_summary(latencies_s: Iterable[float]) -> dict[str, float | None]:
+    """p50, p90, p99, max and mean of latencies, in milliseconds (None without any)."""
+    values = np.asarray(list(latencies_s), dtype=np.float64) * 1e3
+    if values.size == 0:
+        return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(values.max()),
+            "mean": float(values.mean())}
+
+
+def _mosaic_row(frame: bags.BagFrame, prediction: Prediction) -> np.ndarray:
+    """input | panoptic colouring | overlay of one frame, each tile MOSAIC_TILE_WIDTH wide, captioned."""
+    from casnet_core.visualize import colorize
+
+    image = np.ascontiguousarray(frame.image_rgb)
+    height, width = image.shape[:2]
+    tile_height = max(1, round(height * MOSAIC_TILE_WIDTH / width))
+    tiles = []
+    for picture, interpolation in ((image, cv2.INTER_AREA), (colorize(prediction.panoptic), cv2.INTER_NEAREST),
+                                   (colorize(prediction, image), cv2.INTER_AREA)):
+        tiles.append(cv2.resize(picture, (MOSAIC_TILE_WIDTH, tile_height), interpolation=interpolation))
+    caption = f"frame {frame.index}  {len(prediction.instances)} instances"
+    for color, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(tiles[0], caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, thickness, cv2.LINE_AA)
+    return np.hstack(tiles)
+
+
+def prediction_from_outputs(panoptic: np.ndarray, semantic: np.ndarray, instances: Iterable[Any]) -> Prediction:
+    """A Prediction from the node's outputs: the 32SC1 panoptic and mono8 semantic maps and the
+    casnet_msgs/PanopticInstance list (any object with its fields)."""
+    return Prediction(
+        panoptic=np.asarray(panoptic, dtype=np.int32), semantic=np.asarray(semantic, dtype=np.uint8),
+        instances=[Instance(id=int(i.id), label_id=int(i.class_id), class_name=str(i.class_name), score=float(i.score),
+                            box=(float(i.x_min), float(i.y_min), float(i.x_max), float(i.y_max)), area=int(i.area),
+                            centroid=(float(i.centroid_x), float(i.centroid_y)))
+                   for i in instances])
+
+
+def format_summary(metrics: Mapping[str, Any]) -> str:
+    """The few lines printed at the end of a replay."""
+
+    def ms(value: Any) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    frames, latency = metrics["frames"], metrics["latency_ms"]
+    lines = [f"replay ({metrics.get('replay', '')}): {frames['received']} frames received, "
+             f"{frames['processed']} processed, {frames['dropped']} dropped, {frames['failed']} failed",
+             f"latency ms: p50 {ms(latency['p50'])}  p90 {ms(latency['p90'])}  p99 {ms(latency['p99'])}  "
+             f"max {ms(latency['max'])};  throughput {metrics['throughput_fps'] or 0:.2f} frames/s"]
+    accuracy = metrics.get("accuracy")
+    if accuracy and "error" in accuracy:
+        lines.append(f"accuracy: not computed: {accuracy['error']}")
+    elif accuracy:
+        def pct(key: str) -> str:
+            value = accuracy.get(key)
+            return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+        lines.append(f"accuracy on {frames['evaluated']} frames: " + "  ".join(f"{k} {pct(k)}" for k in ACCURACY_KEYS))
+    else:
+        lines.append("accuracy: no ground truth in the bag")
+    lines.append("outputs: " + ", ".join(f"{k} {v}" for k, v in metrics.get("outputs", {}).items()))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# In-process replay
+# ----------------------------------------------------------------------------------------------
+
+
+def replay(
+    bag: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    predictor: Any,
+    *,
+    image_topic: str | None = None,
+    gt_topic: str | None = None,
+    max_frames: int | None = None,
+    storage: str | None = None,
+    progress: bool = True,
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Replays ``bag`` through ``predictor`` (a ``casnet_core.predictor.Predictor``) in this process and
+    writes ``out_dir`` (see the module docstring); returns the metrics. Raises bags.BagError for a bag
+    that cannot be used."""
+    topics = bags.find_topics(bag, image_topic, gt_topic)
+    total = topics.frames if max_frames is None else min(topics.frames, max_frames)
+    recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=predictor.mode,
+                              total_frames=total, progress=progress)
+    start = time.perf_counter()
+    try:
+        for frame in islice(bags.read_frames(bag, topics.image_topic, topics.gt_topic), max_frames):
+            recorder.add(predict_frame(predictor, frame))
+    except BaseException:
+        recorder.abort()
+        raise
+    return recorder.close(time.perf_counter() - start, {"replay": "in-process", "bag": str(bag),
+                                                        "image_topic": topics.image_topic, "gt_topic": topics.gt_topic,
+                                                        **(info or {})})
+
+
+def predict_frame(predictor: Any, frame: bags.BagFrame) -> FrameResult:
+    """One frame through the Predictor; latency = decode + predict time."""
+    if frame.image_rgb is None:
+        return FrameResult(frame, "failed", error=frame.error)
+    start = time.perf_counter()
+    try:
+        prediction = predictor.predict(frame.image_rgb)
+    except (ValueError, RuntimeError) as error:  # e.g. an image too small for the network
+        return FrameResult(frame, "failed", error=f"{type(error).__name__}: {' '.join(str(error).split())}")
+    latency_s = frame.decode_s + time.perf_counter() - start
+    return FrameResult(frame, "processed", prediction=prediction, latency_s=latency_s)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI: casnet replay
+# ----------------------------------------------------------------------------------------------
+
+
+def checkpoint_from_args(args: argparse.Namespace) -> Path:
+    """--checkpoint, or the packaged default model."""
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    from casnet_core import default_model_path
+
+    return default_model_path()
+
+
+def _main(args: argparse.Namespace) -> int:
+    from casnet_core.checkpoint import CheckpointError
+    from casnet_core.predictor import thresholds_from_args
+
+    if not args.live and (args.rate is not None or args.max_rate):
+        print("casnet replay: error: --rate and --max-rate pace the live replay: add --live", file=sys.stderr)
+        return 2
+    if args.frames is not None and args.frames < 1:
+        print("casnet replay: error: --frames must be at least 1", file=sys.stderr)
+        return 2
+    if args.rate is not None and not args.rate > 0:
+        print("casnet replay: error: --rate must be positive", file=sys.stderr)
+        return 2
+    thresholds = thresholds_from_args(args)
+    try:
+        bags.find_topics(args.bag, args.image_topic, args.gt_topic)  # a bad bag fails before anything starts
+        checkpoint = checkpoint_from_args(args)
+        if args.live:
+            # The live replay drives a ROS node through rclpy: it runs in casnet_ros, in a process of its own,
+            # so that casnet_core never imports ROS.
+            return subprocess.call([sys.executable, "-m", "casnet_ros.live_replay", *live_arguments(args)])
+        from casnet_core.predictor import Predictor
+
+        predictor = Predictor.from_checkpoint(str(checkpoint), device=args.device, **thresholds)
+        metrics = replay(args.bag, args.out, predictor, image_topic=args.image_topic, gt_topic=args.gt_topic,
+                         max_frames=args.frames, storage=args.storage,
+                         info={"checkpoint": str(checkpoint), "device": str(predictor.device)})
+    except (bags.BagError, CheckpointError, FileNotFoundError) as error:
+        print(f"casnet replay: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(format_summary(metrics))
+    return 0
+
+
+def live_arguments(args: argparse.Namespace) -> list[str]:
+    """The command line of ``python -m casnet_ros.live_replay`` for parsed ``casnet replay --live`` arguments."""
+    from casnet_core.predictor import thresholds_from_args
+
+    argv = ["--bag", str(args.bag), "--out", str(args.out), "--device", args.device, "--live"]
+    options = {"--checkpoint": args.checkpoint, "--image-topic": args.image_topic, "--gt-topic": args.gt_topic,
+               "--frames": args.frames, "--storage": args.storage, "--rate": args.rate, "--domain-id": args.domain_id}
+    options.update({"--" + name.replace("_", "-"): value for name, value in thresholds_from_args(args).items()})
+    for flag, value in options.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + (["--max-rate"] if args.max_rate else [])
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "replay", help="replay a rosbag2 through CASNet (in-process or the live node): metrics, mosaic, output bag",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(func=_main)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``casnet replay``, shared with ``python -m casnet_ros.live_replay``."""
+    from casnet_core.predictor import add_threshold_arguments
+
+    parser.add_argument("--bag", required=True, help="rosbag2 folder, or its .db3 / .mcap file")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--checkpoint", help="CASNet checkpoint (default: the packaged default model)")
+    parser.add_argument("--image-topic", help="camera topic (default: the bag's only camera topic)")
+    parser.add_argument("--gt-topic",
+                        help=f"panoptic ground-truth topic (default: {bags.PANOPTIC_GT_TOPIC} if present)")
+    parser.add_argument("--frames", type=int, help="replay only the first N frames")
+    parser.add_argument("--storage", choices=bags.STORAGES, help="storage of the output bag (default: the input's)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--live", action="store_true", help="play the bag over DDS to a casnet_node process")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="live: play at RATE times the recorded rate (default 1)")
+    pace.add_argument("--max-rate", action="store_true",
+                      help="live: send each frame as soon as the node answered the previous one")
+    parser.add_argument("--domain-id", type=int, help="live: ROS_DOMAIN_ID (default: from the pid)")
+    add_threshold_arguments(parser)

@@ -1,0 +1,390 @@
+"""Live replay (``casnet replay --live``): a rosbag2 played over DDS to a real ``casnet_node`` process.
+
+The part of ``casnet_core.replay`` that needs rclpy (casnet_core never imports it). It starts
+``python -m casnet_ros.node`` (``NodeProcess``) on an isolated ROS domain (discovery limited to this host),
+its ``~/image`` (or ``~/image/compressed``) remapped to the bag's camera topic and reliable input, waits
+until the node is configured (its latched ``~/label_info`` arrives), active and its outputs are
+discovered, then publishes the recorded camera messages unchanged (the serialized bytes of the bag,
+with their recorded headers):
+
+* at the recorded rate, scaled by ``rate`` (as ``ros2 bag play --rate``): a node slower than the camera
+  drops frames (its one-slot mailbox keeps the newest), as it would on a vehicle;
+* with ``max_rate``: each frame as soon as the node has answered the previous one.
+
+The node's ``/casnet/{panoptic,semantic,instances,detections}`` are received serialized, matched to
+the frames by header stamp, and recorded by ``casnet_core.replay.ReplayRecorder`` as published. A frame
+whose outputs never arrive, because the node answered a later frame first or did not answer within
+``frame_timeout``, counts as dropped. Latency: from publishing a frame to receiving its four outputs.
+
+The node is stopped with SIGINT (killed after a timeout) in every case; its output is in
+``DIR/casnet_node.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from casnet_core import bags
+from casnet_core.replay import OUTPUT_TOPICS, FrameResult, ReplayRecorder, prediction_from_outputs
+from casnet_ros import transport
+
+LABEL_INFO_TOPIC = "/casnet/label_info"
+
+
+def ros_environment(domain_id: int) -> dict[str, str]:
+    """Environment variables that keep one run's DDS traffic on this host and in its own domain."""
+    return {"ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+
+
+class NodeProcess:
+    """``python -m casnet_ros.node --ros-args ...`` as a child process, its output in a log file."""
+
+    def __init__(self, ros_arguments: list[str], *, domain_id: int, log_path: Path) -> None:
+        env = {**os.environ, **ros_environment(domain_id), "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        # SIGINT back to the default in the child: a background job inherits it ignored, and stop() needs it.
+        self.process = subprocess.Popen([sys.executable, "-m", "casnet_ros.node", "--ros-args", *ros_arguments],
+                                        env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def output(self, last_lines: int | None = None) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-last_lines:] if last_lines else lines)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGINT, then SIGKILL after ``timeout`` seconds; returns the exit status."""
+        if self.alive():
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        self._log.close()
+        return self.process.returncode
+
+
+class LiveReplayError(RuntimeError):
+    """The node did not come up, died, or stopped answering."""
+
+
+def node_arguments(checkpoint: str | os.PathLike, *, image_topic: str, compressed: bool, device: str = "auto",
+                   thresholds: Mapping[str, float | int] | None = None) -> list[str]:
+    """The ``--ros-args`` of a casnet_node that processes ``image_topic`` with reliable input."""
+    arguments = ["-p", f"checkpoint:={Path(checkpoint).resolve()}", "-p", f"device:={device}",
+                 "-p", "input_reliability:=reliable", "-p", "publish_overlay:=false"]
+    for name, value in (thresholds or {}).items():
+        # Doubles need a decimal point, or the parameter arrives as an integer and is refused.
+        arguments += ["-p", f"{name}:={float(value)!r}" if isinstance(value, float) else f"{name}:={int(value)}"]
+    if compressed:
+        arguments += ["-p", "subscribe_compressed:=true", "-r", f"~/image/compressed:={image_topic}"]
+    else:
+        arguments += ["-r", f"~/image:={image_topic}"]
+    return arguments
+
+
+def _cdr_stamp_ns(data: bytes) -> int:
+    """The header stamp of a serialized message that starts with a std_msgs/Header (all four outputs do):
+    after the 4-byte CDR encapsulation, int32 sec and uint32 nanosec in the encapsulation's byte order."""
+    sec, nanosec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
+    return sec * 10**9 + nanosec
+
+
+class _Client:
+    """An rclpy node in its own context that publishes the camera messages and collects the node's
+    outputs (serialized) per stamp; its executor spins in a background thread."""
+
+    def __init__(self, domain_id: int, image_topic: str, compressed: bool) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
+        from casnet_msgs.msg import PanopticFrame
+        from sensor_msgs.msg import CompressedImage, Image
+        from vision_msgs.msg import Detection2DArray, LabelInfo
+
+        self.context = rclpy.Context()
+        # No rclpy signal handlers: Ctrl-C raises KeyboardInterrupt in the main thread, which stops the node.
+        rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("casnet_replay", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._lock = threading.Lock()
+        self.arrived = threading.Event()  # set when a frame's outputs are complete
+        self._outputs: dict[int, dict[str, tuple[float, bytes]]] = {}
+        self.complete: dict[int, dict[str, tuple[float, bytes]]] = {}
+        self.label_info_seen = False
+
+        types = {"panoptic": Image, "semantic": Image, "instances": PanopticFrame, "detections": Detection2DArray}
+        self._subscriptions = [self.node.create_subscription(types[name], topic, self._keeper(name), 10, raw=True)
+                               for name, (topic, _) in OUTPUT_TOPICS.items()]
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(LabelInfo, LABEL_INFO_TOPIC, self._on_label_info, latched)
+        self.publisher = self.node.create_publisher(CompressedImage if compressed else Image, image_topic,
+                                                    QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self._thread = threading.Thread(target=self._spin, name="casnet-replay-executor", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def _on_label_info(self, msg: Any) -> None:
+        self.label_info_seen = True
+
+    def _keeper(self, name: str) -> Callable[[bytes], None]:
+        def keep(data: bytes) -> None:
+            arrival = time.monotonic()
+            stamp = _cdr_stamp_ns(data)
+            with self._lock:
+                outputs = self._outputs.setdefault(stamp, {})
+                outputs[name] = (arrival, data)
+                if len(outputs) == len(OUTPUT_TOPICS):
+                    self.complete[stamp] = self._outputs.pop(stamp)
+                    self.arrived.set()
+        return keep
+
+    def ready(self) -> bool:
+        """The node is configured, subscribed to the camera topic, and its outputs are discovered."""
+        return (self.label_info_seen and self.publisher.get_subscription_count() > 0
+                and all(subscription.get_publisher_count() > 0 if hasattr(subscription, "get_publisher_count")
+                        else self.node.count_publishers(subscription.topic_name) > 0
+                        for subscription in self._subscriptions))
+
+    def take_complete(self) -> dict[int, dict[str, tuple[float, bytes]]]:
+        with self._lock:
+            complete, self.complete = self.complete, {}
+            self.arrived.clear()
+            return complete
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self._thread.join(timeout=10.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _prediction(outputs: Mapping[str, tuple[float, bytes]]) -> tuple[str, Any]:
+    """(mode, Prediction) of the node's outputs for one frame."""
+    from casnet_msgs.msg import PanopticFrame
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from casnet_ros import conversions
+
+    frame = deserialize_message(outputs["instances"][1], PanopticFrame)
+    semantic = deserialize_message(outputs["semantic"][1], Image)
+    return frame.mode, prediction_from_outputs(conversions.image_to_panoptic(frame.panoptic),
+                                               conversions.image_to_mono8(semantic), frame.instances)
+
+
+class _Pending:
+    """Frames sent and not answered yet, in sending order; resolves them as the node's answers arrive."""
+
+    def __init__(self, recorder: ReplayRecorder) -> None:
+        self.recorder = recorder
+        self.frames: OrderedDict[int, tuple[bags.BagFrame, float]] = OrderedDict()  # index -> (frame, send time)
+        self.last_answer = self.last_sent = time.monotonic()
+
+    def add(self, frame: bags.BagFrame, sent: float) -> None:
+        self.frames[frame.index] = (frame, sent)
+        self.last_sent = sent
+
+    def resolve(self, complete: Mapping[int, Mapping[str, tuple[float, bytes]]]) -> None:
+        """Records each answered frame; frames sent before it and still unanswered were dropped (the node
+        answers in order)."""
+        answered = []
+        for stamp, outputs in complete.items():
+            index = next((i for i, (frame, _) in self.frames.items() if frame.stamp_ns == stamp), None)
+            if index is not None:  # None: an answer to a frame of an earlier run, or already given up
+                answered.append((index, outputs))
+        for index, outputs in sorted(answered, key=lambda item: item[0]):
+            while self.frames and next(iter(self.frames)) < index:
+                self.drop_oldest()
+            frame, sent = self.frames.pop(index)
+            mode, prediction = _prediction(outputs)
+            self.recorder.mode = mode
+            latency = max(arrival for arrival, _ in outputs.values()) - sent
+            self.recorder.add(FrameResult(frame, "processed", prediction=prediction, latency_s=latency,
+                                          serialized={name: data for name, (_, data) in outputs.items()}))
+            self.last_answer = time.monotonic()
+
+    def drop_oldest(self) -> None:
+        _, (frame, _) = self.frames.popitem(last=False)
+        self.recorder.add(FrameResult(frame, "dropped"))
+
+
+def replay_live(
+    bag: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike,
+    image_topic: str | None = None,
+    gt_topic: str | None = None,
+    rate: float = 1.0,
+    max_rate: bool = False,
+    max_frames: int | None = None,
+    storage: str | None = None,
+    device: str = "auto",
+    thresholds: Mapping[str, float | int] | None = None,
+    domain_id: int | None = None,
+    startup_timeout: float = 120.0,
+    frame_timeout: float = 60.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Plays ``bag`` to a casnet_node process over DDS and records its answers in ``out_dir`` (see
+    ``casnet_core.replay``); returns the metrics. Raises bags.BagError, CheckpointError (before the node
+    starts) and LiveReplayError."""
+    from casnet_core.checkpoint import read_checkpoint
+
+    if not rate > 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    topics = bags.find_topics(bag, image_topic, gt_topic)
+    mode = read_checkpoint(checkpoint)["mode"]  # checks the file before a node is started for it
+    domain_id = 1 + os.getpid() % 100 if domain_id is None else domain_id
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.update(ros_environment(domain_id))  # this process's rclpy context reads them too
+    transport.use_large_image_profile()  # before this process's first DDS participant
+    compressed = topics.image_type == bags.COMPRESSED_IMAGE_TYPE
+    node = NodeProcess(node_arguments(checkpoint, image_topic=topics.image_topic, compressed=compressed, device=device,
+                                      thresholds=thresholds),
+                       domain_id=domain_id, log_path=out_dir / "casnet_node.log")
+    client = None
+    try:
+        client = _Client(domain_id, topics.image_topic, compressed)
+        _wait(lambda: client.ready(), node, startup_timeout, "casnet_node to come up")
+        total = topics.frames if max_frames is None else min(topics.frames, max_frames)
+        recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=mode, total_frames=total,
+                                  progress=progress)
+        info = {"replay": "live", "bag": str(bag), "image_topic": topics.image_topic, "gt_topic": topics.gt_topic,
+                "checkpoint": str(checkpoint), "device": device, "domain_id": domain_id,
+                "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate"}
+        start = time.monotonic()
+        try:
+            _play(client, node, recorder, bags.read_frames(bag, topics.image_topic, topics.gt_topic), max_frames,
+                  rate=rate, max_rate=max_rate, frame_timeout=frame_timeout)
+        except BaseException:
+            recorder.abort()
+            raise
+        wall_s = time.monotonic() - start
+    finally:
+        if client is not None:
+            client.close()
+        code = node.stop()
+    if code not in (0, None):
+        recorder.abort()
+        raise LiveReplayError(f"casnet_node exited with status {code}; log: {node.log_path}")
+    # Evaluated once the node is gone: the official evaluators then have the CPU to themselves.
+    return recorder.close(wall_s, info)
+
+
+def _wait(done: Callable[[], bool], node: NodeProcess, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if not node.alive():
+            raise LiveReplayError(f"casnet_node exited ({node.process.returncode}) while waiting for {what}; "
+                                  f"log: {node.log_path}; its end:\n{node.output(last_lines=15)}")
+        if time.monotonic() > deadline:
+            raise LiveReplayError(f"timed out after {timeout:.0f} s waiting for {what}; log: {node.log_path}")
+        time.sleep(0.02)
+
+
+def _play(client: _Client, node: NodeProcess, recorder: ReplayRecorder, frames: Any, max_frames: int | None, *,
+          rate: float, max_rate: bool, frame_timeout: float) -> None:
+    pending = _Pending(recorder)
+
+    def wait_until(deadline: float, stop: Callable[[], bool] = lambda: False) -> None:
+        """Records answers as they come until ``deadline`` (monotonic) or ``stop()``."""
+        while True:
+            pending.resolve(client.take_complete())
+            if stop() or time.monotonic() >= deadline:
+                return
+            if not node.alive():
+                raise LiveReplayError(f"casnet_node exited ({node.process.returncode}) during the replay; "
+                                      f"log: {node.log_path}")
+            client.arrived.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    first_time_ns = start = None
+    for frame in islice(frames, max_frames):
+        if frame.image_rgb is None:  # not decodable here: the node would reject it too
+            recorder.add(FrameResult(frame, "failed", error=frame.error))
+            continue
+        if max_rate:
+            wait_until(time.monotonic() + frame_timeout, stop=lambda: not pending.frames)
+            while pending.frames:  # no answer within frame_timeout
+                pending.drop_oldest()
+        else:
+            if first_time_ns is None:
+                first_time_ns, start = frame.time_ns, time.monotonic()
+            wait_until(start + (frame.time_ns - first_time_ns) * 1e-9 / rate)
+        sent = time.monotonic()
+        client.publisher.publish(frame.rawdata)
+        pending.add(frame, sent)
+    # The last frame sent is never replaced by a newer one: wait for its answer, or frame_timeout of silence.
+    while pending.frames:
+        deadline = max(pending.last_answer, pending.last_sent) + frame_timeout
+        if time.monotonic() >= deadline:
+            while pending.frames:
+                pending.drop_oldest()
+            break
+        wait_until(deadline, stop=lambda: not pending.frames)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m casnet_ros.live_replay`` takes the options of ``casnet replay`` (which starts it for --live)."""
+    import argparse
+
+    from casnet_core.checkpoint import CheckpointError
+    from casnet_core.predictor import thresholds_from_args
+    from casnet_core.replay import add_arguments, checkpoint_from_args, format_summary
+
+    parser = argparse.ArgumentParser(prog="casnet replay --live", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        metrics = replay_live(args.bag, args.out, checkpoint=checkpoint_from_args(args), image_topic=args.image_topic,
+                              gt_topic=args.gt_topic, rate=args.rate or 1.0, max_rate=args.max_rate,
+                              max_frames=args.frames, storage=args.storage, device=args.device,
+                              thresholds=thresholds_from_args(args), domain_id=args.domain_id)
+    except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"casnet replay: error: {error}", file=sys.stderr)
+        return 2
+    except LiveReplayError as error:
+        print(f"casnet replay: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(format_summary(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

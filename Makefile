@@ -27,6 +27,7 @@ $(MSGS_STAMP): $(DEPS_STAMP) $(MSG_SOURCES) scripts/build_interfaces.sh
 	touch $@
 
 test: setup
+	bash scripts/check_py310.sh $(VENV)
 	$(PY) -m pytest -q test
 
 demo: setup

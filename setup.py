@@ -20,10 +20,16 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
-        ("share/" + PACKAGE + "/config", ["config/casnet.yaml"]),
+        ("share/" + PACKAGE + "/config", ["config/casnet.yaml", "config/fastdds_shm.xml", "config/cyclonedds.xml"]),
+        # Interface definitions, for `casnet replay` to write the node's messages into bags without ROS
+        # (under this package's share: a ROS install's own casnet_msgs / vision_msgs stay untouched).
+        ("share/" + PACKAGE + "/interfaces/casnet_msgs/msg", glob("msg/casnet_msgs/msg/*.msg")),
+        ("share/" + PACKAGE + "/interfaces/vision_msgs/msg", glob("msg/vision_msgs/msg/*.msg")),
     ],
+    # The default model travels with the library (casnet_core.default_model_path()).
+    package_data={"casnet_core": ["models/*.pt"]},
     install_requires=["numpy", "torch", "torchvision", "timm", "opencv-python-headless",
-                      "cityscapesscripts", "pyyaml", "tqdm", "scipy"],
+                      "cityscapesscripts", "pyyaml", "tqdm", "scipy", "rosbags", "onnx", "onnxruntime"],
     zip_safe=True,
     entry_points={
         "console_scripts": [

@@ -80,7 +80,7 @@ class CityscapesDataset(Dataset):
     given, padded to a multiple of ``size_divisor``.
 
     Items: "image" (3, H, W) float32 RGB 0..255, the targets of ``build_targets`` as tensors
-    ("semantic", "attributes", "thing_mask", "box_prob"), and "name".
+    ("semantic", "semantic_full", "attributes", "thing_mask", "box_prob"), and "name".
     """
 
     def __init__(
@@ -135,7 +135,7 @@ class CityscapesDataset(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
             "name": sample.name,
         }
-        for key in ("semantic", "attributes", "thing_mask", "box_prob"):
+        for key in ("semantic", "semantic_full", "attributes", "thing_mask", "box_prob"):
             item[key] = torch.from_numpy(targets[key])
         return item
 
@@ -161,8 +161,10 @@ def _resize_short_side(image, labels, instances, short: int):
     size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 takes (w, h)
     return (
         cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
-        cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST),
-        cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST),
+        # INTER_NEAREST_EXACT: centre-aligned, as the rest of the project (plain INTER_NEAREST shifts by
+        # up to a pixel towards the origin).
+        cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT),
+        cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST_EXACT),
     )
 
 

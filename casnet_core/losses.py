@@ -22,7 +22,10 @@ def casnet_losses(
     Args:
         outputs: the model's dict ("semantic" optional, "attributes", "box_logits"), all (B, *, h, w).
         targets: "semantic" (B, h, w) int64 with IGNORE_INDEX, "attributes" (B, 4, h, w),
-            "thing_mask" (B, h, w) bool, "box_prob" (B, 8, h, w) in {0, 1}.
+            "thing_mask" (B, h, w) bool, "box_prob" (B, 8, h, w) in {0, 1}; optional "semantic_full"
+            (B, H, W) integer labels at the input resolution: when given, the cross-entropy is computed on
+            the logits upsampled to it (bilinear, as the post-processing upsamples them), so every label
+            pixel reaches the loss, not one in s^2.
 
         box_pos_weight: weight of the positive (central) pixels in the BCE, the w_n of the paper's
             equation 3 (1.0: plain BCE). Centres are ~0.1% of pixels; a short training from scratch
@@ -36,7 +39,11 @@ def casnet_losses(
     box_logits = outputs["box_logits"].float()
 
     if "semantic" in outputs:
-        semantic = F.cross_entropy(outputs["semantic"].float(), semantic_target, ignore_index=IGNORE_INDEX)
+        logits, labels = outputs["semantic"].float(), semantic_target
+        if "semantic_full" in targets:
+            labels = targets["semantic_full"].long()
+            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        semantic = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
         if not torch.isfinite(semantic):  # every pixel ignored: mean of nothing
             semantic = outputs["semantic"].sum() * 0.0
     else:

@@ -45,6 +45,9 @@ def build_targets(
 
     Returns (h, w = H/s, W/s):
         "semantic": (h, w) int64 semantic channel, IGNORE_INDEX for void.
+        "semantic_full": (H, W) uint8 semantic channel of every input pixel, IGNORE_INDEX for void: the
+            cross-entropy is computed at this resolution on upsampled logits (HRNet-seg, Panoptic-DeepLab),
+            so thin classes are not lost to the stride-s sampling of "semantic".
         "attributes": (4, h, w) float32 (l, t, r, b) in units of s; 0 off thing cells.
         "thing_mask": (h, w) bool, cells of a thing instance (where the attribute loss applies).
         "box_prob": (8, h, w) float32 in {0, 1}.
@@ -112,6 +115,7 @@ def build_targets(
 
     return {
         "semantic": semantic,
+        "semantic_full": classes.label_id_lut()[label_ids],
         "attributes": attributes,
         "thing_mask": thing_mask,
         "box_prob": box_prob,

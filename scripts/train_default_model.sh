@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Trains the shipped default model (casnet_core/models/casnet_default.pt) from nothing:
+#   1. generated training scenes at 512x1024 (`casnet synth`, seed 0) and validation scenes (seed 1,
+#      never trained on);
+#   2. config/synthetic_default.yaml for STEPS optimizer steps, the lr stepped x0.1 at 80 % and 95 %;
+#   3. evaluation on the validation scenes with the official evaluators (`casnet eval`);
+#   4. the weights, without optimizer state, copied to OUT/casnet_default.pt.
+#
+#   scripts/train_default_model.sh OUT STEPS
+#   env: CASNET (casnet), DEVICE (auto), EVAL (1; 0 skips step 3), TRAIN_IMAGES (2400), VAL_IMAGES (50), WORKERS (CPU count)
+#        TRAIN_SECONDS: instead of STEPS, time a 40-step probe and choose STEPS to fill this many seconds.
+set -euo pipefail
+OUT=${1:?usage: train_default_model.sh OUT [STEPS]}
+STEPS=${2:-}
+CASNET=${CASNET:-casnet}
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-auto}
+TRAIN_IMAGES=${TRAIN_IMAGES:-2400}
+VAL_IMAGES=${VAL_IMAGES:-50}
+WORKERS=${WORKERS:-$(nproc)}
+CONFIG=${CONFIG:-config/synthetic_default.yaml}
+BATCH=$($PYTHON -c "import yaml; print(yaml.safe_load(open('$CONFIG'))['solver']['batch_size'])")
+
+[ -d "$OUT/data/leftImg8bit/train" ] || $CASNET synth --out "$OUT/data" --train "$TRAIN_IMAGES" --val 0 --seed 0 --workers "$WORKERS"
+[ -d "$OUT/val/leftImg8bit/val" ] || $CASNET synth --out "$OUT/val" --train 0 --val "$VAL_IMAGES" --seed 1 --workers "$WORKERS"
+
+if [ -z "$STEPS" ]; then
+  : "${TRAIN_SECONDS:?give STEPS or TRAIN_SECONDS}"
+  rm -rf "$OUT/probe"
+  $CASNET train --config $CONFIG --data "$OUT/data" --out "$OUT/probe" --device "$DEVICE" --max-iters 40 --overwrite solver.log_every=5
+  STEPS=$($PYTHON - "$OUT/probe/log.jsonl" "$TRAIN_SECONDS" "$BATCH" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+speed = statistics.median(row["images_per_s"] for row in rows[2:])  # past the warm-up
+print(int(float(sys.argv[2]) * speed / int(sys.argv[3])))
+EOF
+)
+  echo "probe: chose $STEPS steps for ${TRAIN_SECONDS}s"
+fi
+
+# The schedule is in epochs: as many as STEPS needs, the lr steps at 80 % and 95 % of them.
+read -r EPOCHS STEP1 STEP2 < <($PYTHON -c "
+steps_per_epoch = max(1, -(-$TRAIN_IMAGES // $BATCH))
+epochs = max(1, round($STEPS / steps_per_epoch))
+print(epochs, max(1, round(0.8 * epochs)), max(1, round(0.95 * epochs)))")
+echo "training $STEPS steps: $EPOCHS epochs, lr steps at epochs $STEP1 and $STEP2"
+$CASNET train --config $CONFIG --data "$OUT/data" --out "$OUT/run" --device "$DEVICE" --max-iters "$STEPS" --overwrite \
+  solver.epochs="$EPOCHS" "solver.lr_steps=[$STEP1,$STEP2]"
+$PYTHON - "$OUT/run/model_final.pt" "$OUT/casnet_default.pt" <<'EOF'
+import sys
+from casnet_core.checkpoint import load_model, save_checkpoint
+model, info = load_model(sys.argv[1])
+save_checkpoint(sys.argv[2], model, extra={"step": info.get("step"), "train_config": info.get("train_config")})
+EOF
+if [ "${EVAL:-1}" = 1 ]; then
+  $CASNET eval --data "$OUT/val" --split val --out "$OUT/eval" --checkpoint "$OUT/casnet_default.pt" --device "$DEVICE"
+fi

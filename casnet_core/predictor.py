@@ -1,6 +1,7 @@
 """The one inference facade of CASNet (CLI, ROS node, evaluation): image in, panoptic map and instances out.
 
-``casnet predict --checkpoint CKPT --out DIR IMAGE...`` writes per image, NAME being the image's file stem:
+``casnet predict [--checkpoint CKPT] --out DIR IMAGE...`` (the packaged default model without --checkpoint) writes per image,
+NAME being the image's file stem:
 
 * ``NAME_panoptic.png``: the panoptic map (Cityscapes ids: thing label_id*1000+k, stuff label_id, void 0)
   as an 8-bit RGB PNG with id = R + 256 G + 256^2 B, the COCO / Cityscapes panoptic encoding that
@@ -360,6 +361,10 @@ def _main(args: argparse.Namespace) -> int:
     if duplicates:
         raise SystemExit(f"casnet predict: several images would write the same outputs: {duplicates}")
     try:
+        if args.checkpoint is None:
+            from casnet_core import default_model_path
+
+            args.checkpoint = str(default_model_path())
         predictor = Predictor.from_checkpoint(
             args.checkpoint, device=args.device, fp16=args.fp16, backend=args.backend, mode=args.mode,
             input_size=tuple(args.input_size) if args.input_size else None,
@@ -404,8 +409,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict", help="segment images with a checkpoint; writes panoptic PNG, overlay and instances JSON",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
-    parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint file (casnet train output) or ONNX file (casnet export output)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint file (casnet train output) or ONNX file (casnet export output); "
+                             "default: the packaged default model")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda" or "cuda:N"')
     parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")

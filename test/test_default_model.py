@@ -44,3 +44,15 @@ def test_default_model_segments_generated_scenes(predictor):
     assert matched_things >= 1
     assert min(road_iou) >= 0.5
     assert np.isfinite(metrics["PQ_st"])
+
+
+def test_casnet_predict_uses_the_default_model_when_no_checkpoint_is_given(tmp_path):
+    import cv2
+
+    from casnet_core.cli import main
+
+    image, _, _ = generate_scene(103, 256, 512)
+    cv2.imwrite(str(tmp_path / "scene.png"), image[..., ::-1])
+    assert main(["predict", "--out", str(tmp_path / "out"), "--device", "cpu", str(tmp_path / "scene.png")]) == 0
+    document = (tmp_path / "out" / "scene_instances.json").read_text()
+    assert '"instances"' in document and (tmp_path / "out" / "scene_panoptic.png").is_file()

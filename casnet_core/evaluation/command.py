@@ -1,5 +1,6 @@
 """``casnet eval``: evaluation with the official cityscapesScripts evaluators,
-``casnet eval --data DIR --split val --out DIR (--checkpoint CKPT | --oracle semantic | --oracle full)``.
+``casnet eval --data DIR --split val --out DIR [--checkpoint CKPT] [--oracle semantic | --oracle full]``
+(the packaged default model when no checkpoint is given).
 
 Predictions are written in the official result formats under OUT, then the three official
 evaluators run on them, in this process (their functions are called with args objects of our own,
@@ -202,7 +203,12 @@ def evaluate(
 def _main(args: argparse.Namespace) -> int:
     thresholds = thresholds_from_args(args)
     try:
-        metrics = evaluate(args.data, args.split, args.out, checkpoint=args.checkpoint, oracle=args.oracle,
+        checkpoint = args.checkpoint
+        if checkpoint is None and args.oracle != "full":
+            from casnet_core import default_model_path
+
+            checkpoint = default_model_path()
+        metrics = evaluate(args.data, args.split, args.out, checkpoint=checkpoint, oracle=args.oracle,
                            semantic_dir=args.semantic_dir, cache_dir=args.cache_dir, device=args.device,
                            max_images=args.max_images, thresholds=thresholds)
     except (ValueError, FileNotFoundError) as error:  # bad arguments or inputs: a message, not a traceback
@@ -220,7 +226,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="dataset root in the Cityscapes layout (only read)")
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
     parser.add_argument("--out", required=True, help="output folder for predictions, evaluator results and metrics.json")
-    parser.add_argument("--checkpoint", help="CASNet checkpoint (needed except with --oracle full)")
+    parser.add_argument("--checkpoint", help="CASNet checkpoint (default: the packaged default model; none with --oracle full)")
     parser.add_argument("--oracle", choices=ORACLES,
                         help="semantic: ground-truth semantics with the network's attributes; "
                              "full: ground-truth semantics, attributes and box probability (post-processing alone)")

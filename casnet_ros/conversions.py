@@ -1,11 +1,8 @@
 """sensor_msgs <-> numpy and the building of the node's output messages.
 
-Pure functions of messages and arrays (no node, no rclpy.init), so tests call them directly.
-
-Incoming images become views wherever the encoding allows: ``np.frombuffer`` over the message's
-buffer, the row padding (``step``) sliced away and the channel order fixed with strided views
-(``bgr8`` is ``[..., ::-1]``, ``mono8`` a zero-stride broadcast to three channels). The Predictor
-accepts any strides, so no pixel is copied before it copies the image into its input tensor.
+Pure functions of messages and arrays (no node, no rclpy.init), so tests call them directly. The
+pixels of incoming images are decoded by ``casnet_core.image_encoding`` (the decoder the rosbag2
+reader shares); this module only hands it the message's fields.
 """
 
 from __future__ import annotations
@@ -16,63 +13,23 @@ from typing import Sequence
 
 import numpy as np
 
-# encoding -> channels per pixel
-_RAW_ENCODINGS: dict[str, int] = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
+from casnet_core import image_encoding
+from casnet_core.image_encoding import SUPPORTED_ENCODINGS, ImageConversionError  # noqa: F401  (re-exported)
 
-PANOPTIC_ENCODING = "32SC1"
-
-
-class ImageConversionError(ValueError):
-    """An incoming image that cannot be interpreted (unsupported encoding, inconsistent size)."""
+PANOPTIC_ENCODING = "16UC1"  # ~/panoptic and PanopticFrame.panoptic (ids <= 33 999)
+WIDE_PANOPTIC_ENCODING = "32SC1"  # only if an id ever exceeded 65 535
 
 
 def image_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB view of the message's buffer (no copy).
-
-    Supports rgb8, bgr8, rgba8, bgra8 and mono8; raises ImageConversionError for any other
-    encoding or when height, width, step and the data length disagree.
-    """
-    encoding = msg.encoding.lower()
-    if encoding not in _RAW_ENCODINGS:
-        raise ImageConversionError(
-            f"unsupported encoding {msg.encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
-    channels = _RAW_ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ImageConversionError(f"empty image ({width}x{height})")
-    if step < width * channels:
-        raise ImageConversionError(
-            f"step {step} is smaller than width * channels = {width * channels} ({msg.encoding})")
-    if len(msg.data) != step * height:
-        raise ImageConversionError(
-            f"data holds {len(msg.data)} bytes, expected step * height = {step * height} "
-            f"({width}x{height} {msg.encoding}, step {step})")
-    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)
-    pixels = rows[:, : width * channels].reshape(height, width, channels)
-    if encoding == "rgb8":
-        return pixels
-    if encoding == "mono8":
-        return np.broadcast_to(pixels, (height, width, 3))
-    if encoding == "rgba8":
-        return pixels[..., :3]
-    # bgr8, bgra8: channels 2, 1, 0 as a negative-stride view.
-    return pixels[..., 2::-1]
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB (``casnet_core.image_encoding.image_to_rgb``): a view of
+    the message's buffer for the 8-bit RGB/BGR/mono encodings, a new array for the others."""
+    return image_encoding.image_to_rgb(msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                                       is_bigendian=bool(msg.is_bigendian))
 
 
 def compressed_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG, PNG, ... whatever OpenCV decodes) -> (H, W, 3) uint8 RGB.
-
-    The result is a view (reversed channels) of the BGR array OpenCV decodes into.
-    """
-    import cv2
-
-    if len(msg.data) == 0:
-        raise ImageConversionError("empty compressed image")
-    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageConversionError(f"OpenCV cannot decode the compressed image (format {msg.format!r})")
-    return bgr[..., ::-1]
+    """sensor_msgs/CompressedImage -> (H, W, 3) uint8 RGB (``casnet_core.image_encoding.compressed_to_rgb``)."""
+    return image_encoding.compressed_to_rgb(msg.data, msg.format)
 
 
 def _byte_array(pixels: np.ndarray) -> array.array:
@@ -100,18 +57,31 @@ def array_to_image(pixels: np.ndarray, encoding: str, header):
     return msg
 
 
-def panoptic_to_image(panoptic: np.ndarray, header):
-    """(H, W) int32 Cityscapes panoptic ids -> sensor_msgs/Image, encoding 32SC1."""
-    return array_to_image(np.asarray(panoptic, dtype=np.int32), PANOPTIC_ENCODING, header)
+def panoptic_to_image(panoptic: np.ndarray, header, max_id: int | None = None):
+    """(H, W) Cityscapes panoptic ids -> sensor_msgs/Image, encoding 16UC1 (PANOPTIC_ENCODING).
+
+    Ids are at most 33 999 once instances are capped below 1000 per class, so 16 bits hold them in
+    half the bytes of 32SC1. ``max_id``, the largest id (e.g. of the instance list, which is cheaper
+    than a pass over the pixels), above 65 535 gives a 32SC1 image instead; ``image_to_panoptic``
+    reads both.
+    """
+    if max_id is None:
+        max_id = int(panoptic.max(initial=0))
+    if max_id > np.iinfo(np.uint16).max:
+        return array_to_image(np.asarray(panoptic, dtype=np.int32), WIDE_PANOPTIC_ENCODING, header)
+    return array_to_image(np.asarray(panoptic).astype(np.uint16), PANOPTIC_ENCODING, header)
 
 
 def image_to_panoptic(msg) -> np.ndarray:
-    """sensor_msgs/Image 32SC1 (as published by the node) -> (H, W) int32 panoptic ids (a view)."""
-    if msg.encoding != PANOPTIC_ENCODING:
-        raise ImageConversionError(f"expected encoding {PANOPTIC_ENCODING}, got {msg.encoding!r}")
-    dtype = np.dtype(">i4" if msg.is_bigendian else "<i4")
+    """sensor_msgs/Image 16UC1 (or 32SC1) as published by the node -> (H, W) panoptic ids (a uint16 or int32
+    view of the message's buffer)."""
+    dtypes = {PANOPTIC_ENCODING: "u2", WIDE_PANOPTIC_ENCODING: "i4"}
+    if msg.encoding not in dtypes:
+        raise ImageConversionError(
+            f"expected encoding {PANOPTIC_ENCODING} or {WIDE_PANOPTIC_ENCODING}, got {msg.encoding!r}")
+    dtype = np.dtype((">" if msg.is_bigendian else "<") + dtypes[msg.encoding])
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
-    return rows[:, : 4 * msg.width].view(dtype).reshape(msg.height, msg.width)
+    return rows[:, : dtype.itemsize * msg.width].view(dtype).reshape(msg.height, msg.width)
 
 
 def image_to_mono8(msg) -> np.ndarray:
@@ -123,7 +93,7 @@ def image_to_mono8(msg) -> np.ndarray:
 
 
 def instances_to_frame(panoptic_image, instances: Sequence, mode: str, header):
-    """Prediction instances + the 32SC1 panoptic image -> casnet_msgs/PanopticFrame."""
+    """Prediction instances + the panoptic image (``panoptic_to_image``) -> casnet_msgs/PanopticFrame."""
     from casnet_msgs.msg import PanopticFrame, PanopticInstance
 
     frame = PanopticFrame()

@@ -13,6 +13,12 @@ A camera entry is ``name=topic``, or a bare ``name`` for the topic ``/name/image
 ``image/compressed`` topic beside each image topic is remapped too (used with
 ``subscribe_compressed: true``). All other parameters come from ``params_file`` (default: the
 package's config/casnet.yaml).
+
+Transport: each node process gets the package's Fast DDS profile (config/fastdds_shm.xml: a 64 MB
+shared-memory segment beside UDPv4, so full-resolution images are not lost) through
+FASTDDS_DEFAULT_PROFILES_FILE / FASTRTPS_DEFAULT_PROFILES_FILE, unless the environment of the launch
+already names a profile or selects another RMW (see casnet_ros.transport). The camera driver needs
+the same profile for best-effort full-resolution images: export those variables before starting it.
 """
 
 import os
@@ -22,6 +28,8 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from casnet_ros.transport import large_image_environment
 
 PACKAGE = "casnet_ros"
 
@@ -51,6 +59,7 @@ def _nodes(context):
     parameters = [LaunchConfiguration("params_file").perform(context)]
     if overrides:
         parameters.append(overrides)
+    environment = large_image_environment(os.environ)  # {} when the user chose a profile or another RMW
     nodes = []
     for camera, topic in _cameras(LaunchConfiguration("cameras").perform(context),
                                   LaunchConfiguration("camera_topic").perform(context)):
@@ -63,6 +72,7 @@ def _nodes(context):
             parameters=parameters,
             remappings=[("~/image", topic), ("~/image/compressed", topic.rstrip("/") + "/compressed")],
             arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level").perform(context)],
+            additional_env=environment,
             output="screen",
             emulate_tty=True,
         ))

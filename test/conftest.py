@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from casnet_ros import transport
+
+# Every DDS participant of the session (test clients here, node processes started from here) uses the
+# shipped Fast DDS profile, as on a vehicle. Fast DDS reads it when a process creates its first
+# participant, so it is set before any test runs.
+transport.use_large_image_profile()
+
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):

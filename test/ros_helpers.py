@@ -1,7 +1,9 @@
 """Helpers of the ROS 2 node tests: the node as its own process, and a client node over real DDS.
 
 Every test run gets its own ROS_DOMAIN_ID (derived from the pid) and discovery limited to this host,
-so parallel runs and other ROS systems on the network do not see each other.
+so parallel runs and other ROS systems on the network do not see each other. Every participant uses
+the shipped Fast DDS profile (config/fastdds_shm.xml; conftest.py sets it for the whole session, the
+node process applies it itself), as on a vehicle.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from casnet_ros.demo import NodeProcess, ros_environment  # noqa: F401  (re-exported for the tests)
+from casnet_ros import transport
+from casnet_ros.live_replay import NodeProcess, ros_environment  # noqa: F401  (re-exported for the tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE_NAME = "casnet"
@@ -30,6 +33,7 @@ class Client:
         from rclpy.executors import SingleThreadedExecutor
 
         os.environ.update(ros_environment(domain_id))
+        transport.use_large_image_profile()  # before this process's first participant
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node(node_name, context=self.context)

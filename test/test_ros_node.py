@@ -2,40 +2,39 @@
 publishes generated street scenes and compares every output with the Predictor run here on the same
 images (same checkpoint, CPU: equal results).
 
-Needs the interface packages built into the venv (scripts/build_interfaces.sh, run by `make test`).
+Needs rclpy and the interface packages built into the venv (scripts/build_interfaces.sh, run by
+`make test`): without them these tests fail (an import error), they are not skipped.
 """
 
 from __future__ import annotations
 
 import array
 import ast
+import dataclasses
 import json
 import py_compile
 import sys
+import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import rclpy
 import yaml
+from casnet_msgs.msg import PanopticFrame
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_helpers import REPO_ROOT, Client, NodeProcess, diagnostic_values, isolated_domain_id, stamp_key
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import Detection2DArray, LabelInfo
 
-rclpy = pytest.importorskip("rclpy")
-pytest.importorskip("casnet_msgs.msg", reason="casnet_msgs not built: run scripts/build_interfaces.sh")
-pytest.importorskip("vision_msgs.msg", reason="vision_msgs not built: run scripts/build_interfaces.sh")
-
-from casnet_msgs.msg import PanopticFrame  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
-from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_helpers import REPO_ROOT, Client, NodeProcess, diagnostic_values, stamp_key, isolated_domain_id  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
-
-from casnet_ros import conversions  # noqa: E402
+from casnet_ros import conversions
 
 HEIGHT, WIDTH = 256, 512
 TEST_PARAMS = REPO_ROOT / "config" / "casnet_test.yaml"
@@ -65,13 +64,17 @@ def node_test_parameters() -> dict:
     return yaml.safe_load(TEST_PARAMS.read_text())["/**"]["ros__parameters"]
 
 
+PREDICTOR_PARAMETERS = ("box_threshold", "nms_iou", "min_area", "stuff_area", "tie_margin", "max_instances",
+                        "max_input_size")
+
+
 @pytest.fixture(scope="module")
 def predictor(tiny_checkpoint):
+    """A Predictor configured as the node under test (config/casnet_test.yaml)."""
     from casnet_core.predictor import Predictor
 
-    thresholds = {k: v for k, v in node_test_parameters().items() if k in ("box_threshold", "nms_iou", "min_area",
-                                                                      "stuff_area", "tie_margin")}
-    return Predictor.from_checkpoint(tiny_checkpoint, device="cpu", **thresholds)
+    parameters = {k: v for k, v in node_test_parameters().items() if k in PREDICTOR_PARAMETERS}
+    return Predictor.from_checkpoint(tiny_checkpoint, device="cpu", **parameters)
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +105,15 @@ def node_process(tiny_checkpoint, domain_id, tmp_path_factory):
     assert code == 0, f"casnet_node did not shut down cleanly (exit {code})"
 
 
+def subscribe_outputs(client: Client) -> None:
+    client.output_subscriptions = {name: client.record(f"/casnet/{name}", msg_type, key=name)
+                                   for name, msg_type in OUTPUT_TOPICS.items()}
+
+
 @pytest.fixture(scope="module")
 def client(node_process, domain_id):
     client = Client(domain_id)
-    for name, msg_type in OUTPUT_TOPICS.items():
-        client.record(f"/casnet/{name}", msg_type, key=name)
+    subscribe_outputs(client)
     client.record("/casnet/label_info", LabelInfo, key="label_info",
                   qos=QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL))
@@ -246,37 +253,19 @@ def test_vision_msgs_type_hashes_equal_upstream():
         assert hashes[f"vision_msgs/msg/{name}"] == expected
 
 
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
-def test_image_to_rgb_is_a_view_of_the_message(encoding):
-    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    msg = raw_image(rgb, encoding, Header(), row_padding=3)
-    converted = conversions.image_to_rgb(msg)
-    expected = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2) if encoding == "mono8" else rgb
-    np.testing.assert_array_equal(converted, expected)
-    # No copy: the pixels are read in place from the message's buffer.
-    assert np.shares_memory(converted, np.frombuffer(msg.data, np.uint8))
-
-
-@pytest.mark.parametrize("change, message", [
-    (dict(encoding="16UC1"), "unsupported encoding"),
-    (dict(step=2), "step"),
-    (dict(height=6), "data holds"),  # the data of 5 rows announced as 6: truncated
-])
-def test_image_to_rgb_rejects_inconsistent_images(change, message):
-    msg = raw_image(np.zeros((5, 7, 3), np.uint8), "rgb8", Header())
-    for field, value in change.items():
-        setattr(msg, field, value)
-    with pytest.raises(conversions.ImageConversionError, match=message):
-        conversions.image_to_rgb(msg)
-
-
-def test_compressed_png_round_trip_is_exact():
-    rgb = np.random.default_rng(1).integers(0, 256, (6, 9, 3), dtype=np.uint8)
-    msg = CompressedImage(format="png")
-    msg.data = cv2.imencode(".png", rgb[..., ::-1])[1].tobytes()
-    np.testing.assert_array_equal(conversions.compressed_to_rgb(msg), rgb)
-    with pytest.raises(conversions.ImageConversionError):
-        conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not an image"))
+def test_panoptic_image_round_trip():
+    # 16UC1 while the ids fit (they do below 1000 instances per class), 32SC1 beyond; read back alike.
+    panoptic = np.array([[0, 7, 26000], [26001, 33999, 24003]], np.int32)
+    image = conversions.panoptic_to_image(panoptic, Header(frame_id="cam"))
+    assert (image.encoding, image.step, len(image.data)) == ("16UC1", 6, 12) and image.header.frame_id == "cam"
+    np.testing.assert_array_equal(conversions.image_to_panoptic(image), panoptic)
+    wide = panoptic.copy()
+    wide[0, 0] = 70000
+    image = conversions.panoptic_to_image(wide, Header())
+    assert image.encoding == "32SC1"
+    np.testing.assert_array_equal(conversions.image_to_panoptic(image), wide)
+    with pytest.raises(conversions.ImageConversionError, match="16UC1"):
+        conversions.image_to_panoptic(conversions.array_to_image(np.zeros((2, 2), np.uint8), "mono8", Header()))
 
 
 def test_launch_file_compiles_and_declares_its_arguments(tmp_path):
@@ -291,6 +280,11 @@ def test_launch_file_compiles_and_declares_its_arguments(tmp_path):
               for call in ast.walk(tree) if isinstance(call, ast.Call)}
     assert "get_package_share_directory" in called and "Node" in called
     assert not {"eval", "exec", "ExecuteProcess", "Popen", "system"} & called
+    # Each node process gets the Fast DDS profile in its environment.
+    node_call = next(call for call in ast.walk(tree)
+                     if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Node")
+    assert "additional_env" in {keyword.arg for keyword in node_call.keywords}
+    assert "large_image_environment" in called
 
     # The camera list parser is plain Python: run it alone (launch itself is not importable here).
     function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "_cameras")
@@ -300,6 +294,32 @@ def test_launch_file_compiles_and_declares_its_arguments(tmp_path):
     assert cameras("", "/camera/image_raw") == [("", "/camera/image_raw")]
     assert cameras("front, rear=/sensing/rear/image_rect ,", "/unused") == [
         ("front", "/front/image_raw"), ("rear", "/sensing/rear/image_rect")]
+
+
+def test_the_fast_dds_profile_has_a_64_mb_shared_memory_segment_and_udp():
+    import xml.etree.ElementTree as ET
+
+    from casnet_ros import transport
+
+    environment = transport.large_image_environment({})
+    assert set(environment) == {"FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"}
+    profile = Path(environment["FASTDDS_DEFAULT_PROFILES_FILE"])
+    assert profile == transport.fastdds_profile_path() and profile.is_file()
+    ns = {"dds": "http://www.eprosima.com"}
+    root = ET.parse(profile).getroot()
+    transports = {d.findtext("dds:transport_id", namespaces=ns): d
+                  for d in root.iterfind(".//dds:transport_descriptor", ns)}
+    kinds = {d.findtext("dds:type", namespaces=ns): d for d in transports.values()}
+    assert set(kinds) == {"SHM", "UDPv4"}
+    assert int(kinds["SHM"].findtext("dds:segment_size", namespaces=ns)) == 64 * 1024 * 1024
+    participant = root.find(".//dds:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    assert {t.text for t in participant.iterfind(".//dds:userTransports/dds:transport_id", ns)} == set(transports)
+    assert participant.findtext(".//dds:useBuiltinTransports", namespaces=ns) == "false"
+    # A profile the user chose, or another RMW, is left alone.
+    assert transport.large_image_environment({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}) == {}
+    assert transport.large_image_environment({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == {}
+    ET.parse(REPO_ROOT / "config" / "cyclonedds.xml")  # the documented Cyclone DDS equivalent is well-formed
 
 
 def test_package_manifests_are_valid():
@@ -335,6 +355,20 @@ def test_missing_or_corrupt_checkpoint_is_fatal(tmp_path, domain_id):
     assert "is not a CASNet checkpoint" in processes[corrupt].output() or "cannot read" in processes[corrupt].output()
 
 
+def test_empty_checkpoint_means_the_default_model(tmp_path, domain_id):
+    node = NodeProcess(["--params-file", str(TEST_PARAMS), "-p", 'checkpoint:=""'], domain_id=domain_id,
+                       log_path=tmp_path / "default.log")
+    try:
+        deadline = time.monotonic() + 120
+        while "configured:" not in node.output() and node.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        output = node.output()
+    finally:
+        node.stop()
+    assert "using the default model" in output and "casnet_default.pt" in output, output
+    assert "configured: checkpoint" in output, output
+
+
 def test_label_info_is_latched(client, predictor):
     # The node came up with the parameter file: the reference Predictor uses the same thresholds.
     assert predictor.nms_iou == node_test_parameters()["nms_iou"]
@@ -357,6 +391,41 @@ def test_outputs_equal_the_predictor(client, predictor, expected, scenes, encodi
         reference = expected(index)
     assert_matches_prediction(outputs, reference, header)
     assert len(reference.instances) > 0, "a frame without instances would leave the instance outputs untested"
+
+
+def camera_frame(rgb: np.ndarray, encoding: str, header: Header) -> tuple[Image, np.ndarray]:
+    """A sensor_msgs/Image of ``rgb`` as a camera of ``encoding`` sends it (with padded rows), and the RGB image
+    OpenCV itself decodes from those bytes (cv_bridge's conversion)."""
+    height, width = rgb.shape[:2]
+    if encoding == "yuv422":  # UYVY
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_UYVY)
+        decoded = cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_UYVY)
+    elif encoding == "bayer_grbg8":
+        pixels = np.empty((height, width), np.uint8)
+        for index, channel in enumerate((1, 0, 2, 1)):  # G R / B G
+            row, column = divmod(index, 2)
+            pixels[row::2, column::2] = rgb[row::2, column::2, channel]
+        decoded = cv2.cvtColor(pixels, cv2.COLOR_BayerGB2RGB)
+    elif encoding == "bgr16":  # big-endian, as a dc1394 camera sends it
+        pixels = (rgb[..., ::-1].astype(np.uint16) * 257 + 100).astype(">u2")
+        decoded = np.rint(cv2.cvtColor(pixels.astype(np.uint16), cv2.COLOR_BGR2RGB) * (255 / 65535)).astype(np.uint8)
+    else:
+        raise ValueError(encoding)
+    rows = np.ascontiguousarray(pixels).view(np.uint8).reshape(height, -1)
+    padded = np.zeros((height, rows.shape[1] + 8), np.uint8)
+    padded[:, : rows.shape[1]] = rows
+    msg = Image(header=header, height=height, width=width, encoding=encoding,
+                is_bigendian=int(encoding == "bgr16"), step=padded.shape[1])
+    msg.data = array.array("B", padded.tobytes())
+    return msg, decoded
+
+
+@pytest.mark.parametrize("encoding", ["yuv422", "bayer_grbg8", "bgr16"])
+def test_camera_encodings_equal_the_predictor_on_opencvs_conversion(client, predictor, scenes, encoding):
+    header = make_header(client)
+    msg, decoded = camera_frame(scenes[3], encoding, header)
+    outputs = send_and_wait(client, msg, client.image_publisher)
+    assert_matches_prediction(outputs, predictor.predict(decoded), header)
 
 
 def test_compressed_input_equals_the_predictor(client, expected, scenes):
@@ -397,6 +466,8 @@ def test_bad_frames_are_skipped_and_the_node_answers_the_next(client, node_proce
     diagnostics = latest_diagnostics(client, after=before)
     assert int(diagnostics["frames_rejected"]) >= 2
     assert "frame skipped" in node_process.output()
+    # NaN / inf in the heads are counted (none from this finite model).
+    assert diagnostics["frames_with_nonfinite_outputs"] == "0" and diagnostics["nonfinite_values_last"] == "0"
 
 
 def test_parameters_apply_live(client, predictor, expected, scenes, tiny_checkpoint):
@@ -410,10 +481,12 @@ def test_parameters_apply_live(client, predictor, expected, scenes, tiny_checkpo
     assert not [m for m in client.messages("semantic") if stamp_key(m.header) == stamp_key(header)]
     assert set_parameters(client, publish_semantic=True)[0].successful
 
-    # Thresholds: the node's output follows the new values exactly like a Predictor built with them.
-    changed = dict(box_threshold=0.005, nms_iou=0.5, min_area=100)
+    # Thresholds, several in one request: the node's output follows the new values exactly like a
+    # Predictor built with them (max_instances caps the many seeds of box_threshold 0.005).
+    changed = dict(box_threshold=0.005, nms_iou=0.5, min_area=100, max_instances=4)
     reference = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", **{**vars_of(predictor), **changed})
     changed_result = reference.predict(scenes[0])
+    assert len(changed_result.instances) == 4, "the cap must bind, or this test shows nothing"
     assert [i.id for i in changed_result.instances] != [i.id for i in expected(0).instances], \
         "the changed thresholds must change the result, or this test shows nothing"
     assert all(result.successful for result in set_parameters(client, **changed))
@@ -430,20 +503,20 @@ def test_parameters_apply_live(client, predictor, expected, scenes, tiny_checkpo
 
     # Validation: out of range, wrong choice, and configure-time parameters while active are refused.
     assert not set_parameters(client, box_threshold=1.5)[0].successful
+    assert not set_parameters(client, max_instances=1000)[0].successful  # ids would leave the class's range
     assert not set_parameters(client, input_reliability="sometimes")[0].successful
     refused = set_parameters(client, device="cpu")[0]
     assert not refused.successful and "configure" in refused.reason
 
 
 def vars_of(predictor) -> dict:
-    return {name: getattr(predictor, name) for name in ("box_threshold", "nms_iou", "min_area", "stuff_area",
-                                                        "tie_margin")}
+    return {name: getattr(predictor, name) for name in PREDICTOR_PARAMETERS}
 
 
-def test_fast_camera_drops_frames_and_latency_stays_bounded(client, scenes):
+def test_fast_camera_drops_frames_and_answers_the_newest(client, scenes):
     send_and_wait(client, raw_image(scenes[0], "rgb8", make_header(client)), client.image_publisher,
                   outputs=("panoptic",))
-    burst_start = time.time()
+    dropped_before = int(latest_diagnostics(client, after=time.time())["frames_dropped"])
     rate_hz, count = 30.0, 60
     headers = []
     start = time.monotonic()
@@ -457,20 +530,134 @@ def test_fast_camera_drops_frames_and_latency_stays_bounded(client, scenes):
         lambda: any(stamp_key(m.header) == last_key for m in client.messages("panoptic")), timeout=60), \
         "the newest frame of the burst was never processed"
 
-    sent_keys = {stamp_key(h) for h in headers}
-    answered = [msg for msg in client.messages("panoptic") if stamp_key(msg.header) in sent_keys]
+    # Newest frame only: frames that arrive while one runs replace each other in the mailbox (counted as
+    # dropped) instead of queueing; the answered ones come out in the order they were sent.
+    sent_order = {stamp_key(h): index for index, h in enumerate(headers)}
+    answered = [sent_order[stamp_key(m.header)] for m in client.messages("panoptic")
+                if stamp_key(m.header) in sent_order]
     assert len(answered) < count, "a node slower than the camera must drop frames"
+    assert answered == sorted(answered) and len(set(answered)) == len(answered)
     diagnostics = latest_diagnostics(client, after=time.time())
-    assert int(diagnostics["frames_dropped"]) > 0
-    # Newest frame only: a frame waits at most one running inference, then runs its own, whatever the
-    # length of the burst (a queue would make the latency grow frame after frame, to seconds). The
-    # node's own stamp -> publish latency and per-frame time (/diagnostics) give both sides, so a
-    # loaded machine is no failure (nor is a DDS retransmission of an output to this client).
-    windows = [values for arrival, msg in client.received["diagnostics"]
-               if arrival > burst_start and (values := diagnostic_values(msg)) and "time_total_ms" in values]
-    frame_time = max(float(values["time_total_ms"]) for values in windows) / 1e3
-    latency = max(float(values["latency_ms_max"]) for values in windows) / 1e3
-    assert latency < 2 * frame_time + 0.5, (latency, frame_time)
+    assert int(diagnostics["frames_dropped"]) > dropped_before
+
+
+def test_node_idles_while_nothing_subscribes(client, scenes):
+    def diagnostics_where(condition, after: float) -> dict[str, str] | None:
+        found = [values for arrival, msg in client.received.get("diagnostics", [])
+                 if arrival > after and (values := diagnostic_values(msg)) is not None and condition(values)]
+        return found[-1] if found else None
+
+    for subscription in client.output_subscriptions.values():
+        client.node.destroy_subscription(subscription)
+    try:
+        start = time.time()
+        assert client.spin_until(lambda: diagnostics_where(lambda d: d["state"] == "idle", start), timeout=20), \
+            "the node did not notice that nothing subscribes to its outputs"
+        before = diagnostics_where(lambda d: d["state"] == "idle", start)
+        # Frames keep coming: the node counts them and runs nothing.
+        sent = 0
+        while sent < 40 and not diagnostics_where(
+                lambda d: int(d["frames_idle"]) >= int(before["frames_idle"]) + 3, start):
+            client.image_publisher.publish(raw_image(scenes[sent % len(scenes)], "rgb8", make_header(client)))
+            sent += 1
+            client.spin_for(0.25)
+        after = diagnostics_where(lambda d: int(d["frames_idle"]) >= int(before["frames_idle"]) + 3, start)
+        assert after is not None, f"{sent} frames sent, none counted as idle"
+        assert after["frames_processed"] == before["frames_processed"] and after["state"] == "idle"
+    finally:
+        subscribe_outputs(client)
+        resumed = time.time()
+        assert client.spin_until(lambda: diagnostics_where(lambda d: d["state"] == "active", resumed), timeout=20)
+
+
+def test_a_full_resolution_best_effort_frame_is_delivered(client, predictor, scenes):
+    # 1024x2048 rgb8 is 6 MB: with Fast DDS's defaults a best-effort sample that size is lost (it goes over
+    # UDP in fragments); the shipped profile's 64 MB shared memory delivers it, to the node and back from
+    # it (the 4 MB panoptic image to a best-effort reader). The node's max_input_size (512) keeps the
+    # network at 256x512; the outputs are at the camera's size.
+    big = cv2.resize(scenes[2], (2048, 1024), interpolation=cv2.INTER_LINEAR)
+    best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    publisher = client.node.create_publisher(Image, "/casnet/image", best_effort)
+    reader = client.record("/casnet/panoptic", Image, qos=best_effort, key="panoptic_best_effort")
+    try:
+        assert client.spin_until(lambda: publisher.get_subscription_count() > 0 and reader.get_publisher_count() > 0,
+                                 timeout=10)
+        header = make_header(client)
+        publisher.publish(raw_image(big, "rgb8", header))
+        assert client.spin_until(lambda: any(stamp_key(m.header) == stamp_key(header)
+                                             for m in client.messages("panoptic_best_effort")), timeout=60), \
+            "the best-effort 1024x2048 frame or its panoptic output was lost"
+    finally:
+        client.node.destroy_publisher(publisher)
+        client.node.destroy_subscription(reader)
+    panoptic = next(m for m in client.messages("panoptic_best_effort") if stamp_key(m.header) == stamp_key(header))
+    assert (panoptic.height, panoptic.width, panoptic.encoding) == (1024, 2048, "16UC1")
+    np.testing.assert_array_equal(conversions.image_to_panoptic(panoptic), predictor.predict(big).panoptic)
+
+
+def test_threshold_changes_reach_frames_whole_and_each_activation_has_its_own_worker(tiny_checkpoint, scenes,
+                                                                                     monkeypatch):
+    # The node in this process, with a camera and a reader beside it: its threshold set and threads are visible.
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from casnet_ros import node as node_module
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=1 + (isolated_domain_id() + 30) % 100)
+    node = node_module.CasnetNode(context=context, parameter_overrides=[
+        Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cpu")])
+    camera = rclpy.create_node("camera", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(camera)
+
+    def spin_until(condition, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        return condition()
+
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name in ("casnet-worker", "casnet-overlay") and t.is_alive()]
+
+    try:
+        # rclpy sets the parameters of one request one at a time (so does its SetParameters service): none of
+        # them reaches a frame before the whole request is in, then all of them do, in one swap.
+        before = node.thresholds
+        results = node.set_parameters([Parameter("box_threshold", value=0.2), Parameter("nms_iou", value=0.4),
+                                       Parameter("max_instances", value=7)])
+        assert all(result.successful for result in results)
+        assert node.thresholds is before
+        assert spin_until(lambda: node.thresholds is not before, timeout=10)
+        assert node.thresholds == dataclasses.replace(before, box_threshold=0.2, nms_iou=0.4, max_instances=7)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            node.thresholds.nms_iou = 0.9
+
+        # Re-activation while a frame still runs (the join gives up at once here): the earlier activation's
+        # threads end after that frame, whatever the later activation does; one set of threads runs.
+        assert node.start() and len(workers()) == 2
+        first = workers()
+        panoptic = []
+        camera.create_subscription(Image, "/casnet/panoptic", panoptic.append, 10)
+        publisher = camera.create_publisher(Image, "/casnet/image", 10)
+        assert spin_until(lambda: publisher.get_subscription_count() > 0
+                          and camera.count_publishers("/casnet/panoptic") > 0, timeout=10)
+        publisher.publish(raw_image(scenes[0], "rgb8", Header(frame_id="camera")))
+        assert spin_until(lambda: node._stats.received > 0, timeout=10)
+        monkeypatch.setattr(node_module, "_WORKER_JOIN_TIMEOUT_S", 0.0)
+        assert node.trigger_deactivate() == node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        monkeypatch.undo()
+        assert spin_until(lambda: not any(thread.is_alive() for thread in first), timeout=60), \
+            "a worker of the earlier activation kept running"
+        assert len(workers()) == 2 and not set(workers()) & set(first)
+    finally:
+        node.destroy_node()
+        camera.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown(context=context)
+    assert workers() == []
 
 
 def test_lifecycle_transitions_through_the_services(client, scenes, expected):
@@ -497,7 +684,7 @@ def test_lifecycle_transitions_through_the_services(client, scenes, expected):
 
     # Unconfigured, configure-time parameters are accepted; configure + activate use them.
     assert transition(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
-    assert set_parameters(client, input_reliability="best_effort")[0].successful
+    assert set_parameters(client, input_reliability="reliable")[0].successful
     assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
     assert transition(Transition.TRANSITION_ACTIVATE) and state() == "active"
     assert client.spin_until(lambda: client.image_publisher.get_subscription_count() > 0, timeout=10)

@@ -49,10 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "test"))
-
-from ros_helpers import Client, NodeProcess, diagnostic_values, stamp_key  # noqa: E402
+from casnet_ros.client import Client, diagnostic_values, stamp_key
+from casnet_ros.live_replay import NodeProcess
 
 OUTPUTS = ("panoptic", "instances", "detections")
 PREDICT_STAGES = ("preprocess", "forward", "postprocess")

@@ -18,17 +18,14 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from casnet_core.labels import class_space  # noqa: E402
-from casnet_core.model import build_casnet  # noqa: E402
-from casnet_core.postprocess import common_attribute_support  # noqa: E402
-from casnet_core.targets import build_targets  # noqa: E402
+from casnet_core.labels import class_space
+from casnet_core.model import build_casnet
+from casnet_core.postprocess import common_attribute_support
+from casnet_core.targets import build_targets
 
 STRIDE = 4
 

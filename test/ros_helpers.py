@@ -1,4 +1,5 @@
-"""Helpers of the ROS 2 node tests: the node as its own process, and a client node over real DDS.
+"""Helpers of the ROS 2 node tests: the node as its own process (casnet_ros.live_replay.NodeProcess) and a
+client node over real DDS (casnet_ros.client), shared with the benchmarks.
 
 Every test run gets its own ROS_DOMAIN_ID (derived from the pid) and discovery limited to this host,
 so parallel runs and other ROS systems on the network do not see each other. Every participant uses
@@ -8,86 +9,10 @@ node process applies it itself), as on a vehicle.
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
-from typing import Any, Callable
 
-from casnet_ros import transport
-from casnet_ros.live_replay import NodeProcess, ros_environment  # noqa: F401  (re-exported for the tests)
+# Re-exported for the tests.
+from casnet_ros.client import NODE_NAME, Client, diagnostic_values, isolated_domain_id, stamp_key  # noqa: F401
+from casnet_ros.live_replay import NodeProcess, ros_environment  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NODE_NAME = "casnet"
-
-
-def isolated_domain_id() -> int:
-    """1..100, from the pid of the test process."""
-    return 1 + os.getpid() % 100
-
-
-class Client:
-    """A plain rclpy node in its own context: publishes test images, records the node's outputs."""
-
-    def __init__(self, domain_id: int, node_name: str = "casnet_test_client") -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        os.environ.update(ros_environment(domain_id))
-        transport.use_large_image_profile()  # before this process's first participant
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(node_name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.received: dict[str, list[tuple[float, Any]]] = {}
-
-    def record(self, topic: str, msg_type: Any, qos: Any = 10, key: str | None = None) -> Any:
-        """Subscribe and keep (arrival time, message) of everything on ``topic`` under ``key``."""
-        key = key or topic
-        store = self.received.setdefault(key, [])
-        return self.node.create_subscription(msg_type, topic, lambda msg: store.append((time.time(), msg)), qos)
-
-    def messages(self, key: str) -> list[Any]:
-        return [msg for _, msg in self.received.get(key, [])]
-
-    def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            self.executor.spin_once(timeout_sec=0.02)
-        return predicate()
-
-    def spin_for(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=min(0.02, max(deadline - time.monotonic(), 0.0)))
-
-    def call(self, client: Any, request: Any, timeout: float = 10.0) -> Any:
-        """A service call through the executor; raises TimeoutError."""
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"service {client.srv_name} not available")
-        future = client.call_async(request)
-        self.executor.spin_until_future_complete(future, timeout_sec=timeout)
-        if not future.done():
-            raise TimeoutError(f"service {client.srv_name} did not answer")
-        return future.result()
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-
-def stamp_key(header: Any) -> tuple[int, int, str]:
-    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
-
-
-def diagnostic_values(array_msg: Any, node_name: str = NODE_NAME) -> dict[str, str] | None:
-    """The key-value pairs of the casnet node's status in a DiagnosticArray, if present."""
-    for status in array_msg.status:
-        if f"/{node_name}:" in status.name:
-            return {item.key: item.value for item in status.values}
-    return None

@@ -20,8 +20,10 @@ from typing import Mapping, MutableMapping
 
 PACKAGE = "casnet_ros"
 FASTDDS_PROFILE = "fastdds_shm.xml"
-# Fast DDS 3 (Kilted) reads the first name; Fast DDS 2 (Humble, Jazzy) the second.
+# Fast DDS 3 (Kilted and later) reads the first name; Fast DDS 2 (Humble, Jazzy) the second. Fast DDS 3
+# still reads the old one too, but warns that it is deprecated on every participant.
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+_FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
 _FAST_DDS_RMWS = ("", "rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
 
 
@@ -55,7 +57,9 @@ def large_image_environment(environ: Mapping[str, str] = os.environ) -> dict[str
     if any(variable in environ for variable in PROFILE_VARIABLES):
         return {}
     profile = str(fastdds_profile_path())
-    return {variable: profile for variable in PROFILE_VARIABLES}
+    # ROS_DISTRO is set by every sourced ROS 2 install; the PyPI wheels (Kilted) leave it unset.
+    fast_dds_2 = environ.get("ROS_DISTRO", "").lower() in _FAST_DDS_2_DISTROS
+    return {PROFILE_VARIABLES[1] if fast_dds_2 else PROFILE_VARIABLES[0]: profile}
 
 
 def use_large_image_profile(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:

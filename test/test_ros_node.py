@@ -302,7 +302,10 @@ def test_the_fast_dds_profile_has_a_64_mb_shared_memory_segment_and_udp():
     from casnet_ros import transport
 
     environment = transport.large_image_environment({})
-    assert set(environment) == {"FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"}
+    # The variable the installed Fast DDS reads: 3.x (Kilted, these wheels) and 2.x (Humble, Jazzy).
+    assert set(environment) == {"FASTDDS_DEFAULT_PROFILES_FILE"}
+    assert set(transport.large_image_environment({"ROS_DISTRO": "humble"})) == {"FASTRTPS_DEFAULT_PROFILES_FILE"}
+    assert set(transport.large_image_environment({"ROS_DISTRO": "jazzy"})) == {"FASTRTPS_DEFAULT_PROFILES_FILE"}
     profile = Path(environment["FASTDDS_DEFAULT_PROFILES_FILE"])
     assert profile == transport.fastdds_profile_path() and profile.is_file()
     ns = {"dds": "http://www.eprosima.com"}

@@ -34,7 +34,8 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 
-from casnet_core.image_encoding import compressed_to_rgb, image_to_rgb
+from casnet_core.image_encoding import (PANOPTIC_DTYPES, WIDE_PANOPTIC_ENCODING, compressed_to_rgb, image_to_rgb,
+                                        panoptic_from_buffer, panoptic_pixels)
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
@@ -48,9 +49,7 @@ DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
 CAMERA_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 # Panoptic maps: the ground truth is written 32SC1; the node publishes 16UC1 (ids <= 33 999) and 32SC1
 # only for larger ids; the reader takes both.
-PANOPTIC_ENCODING = "32SC1"
-NARROW_PANOPTIC_ENCODING = "16UC1"
-_PANOPTIC_DTYPES = {PANOPTIC_ENCODING: "i4", NARROW_PANOPTIC_ENCODING: "u2"}
+PANOPTIC_ENCODING = WIDE_PANOPTIC_ENCODING
 STORAGES = ("sqlite3", "mcap")
 # Interface packages of the node's outputs whose .msg definitions the type store needs.
 INTERFACE_PACKAGES = ("casnet_msgs", "vision_msgs")
@@ -157,13 +156,8 @@ def rgb_to_image_message(image_rgb: np.ndarray, encoding: str, header: Any) -> A
 def panoptic_image_message(panoptic: np.ndarray, header: Any, encoding: str | None = None) -> Any:
     """(H, W) int Cityscapes panoptic ids -> sensor_msgs/Image. ``encoding`` None: as the node publishes
     ~/panoptic (``casnet_ros.conversions.panoptic_to_image``), 16UC1 while the ids fit, else 32SC1."""
-    panoptic = np.asarray(panoptic)
-    if encoding is None:
-        fits = panoptic.size == 0 or int(panoptic.max()) <= np.iinfo(np.uint16).max
-        encoding = NARROW_PANOPTIC_ENCODING if fits else PANOPTIC_ENCODING
-    if encoding not in _PANOPTIC_DTYPES:
-        raise ValueError(f"panoptic encoding must be one of {tuple(_PANOPTIC_DTYPES)}, got {encoding!r}")
-    return array_to_image_message(panoptic.astype("<" + _PANOPTIC_DTYPES[encoding]), encoding, header)
+    pixels, encoding = panoptic_pixels(panoptic, encoding=encoding)
+    return array_to_image_message(pixels, encoding, header)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,7 +407,7 @@ def _select_topics(bag: _Bag, image_topic: str | None, gt_topic: str | None) -> 
             raise BagError(f"no topic {gt_topic} in {bag.path}; topics: {_topic_list(topics)}")
         if topics[gt_topic].msgtype != IMAGE_TYPE:
             raise BagError(f"ground-truth topic {gt_topic} is {topics[gt_topic].msgtype}, expected {IMAGE_TYPE} "
-                           f"({' or '.join(_PANOPTIC_DTYPES)})")
+                           f"({' or '.join(PANOPTIC_DTYPES)})")
     elif PANOPTIC_GT_TOPIC in topics and topics[PANOPTIC_GT_TOPIC].msgtype == IMAGE_TYPE:
         gt_topic = PANOPTIC_GT_TOPIC
     if image_topic is not None:
@@ -458,15 +452,8 @@ class BagFrame:
 
 def panoptic_from_image_message(message: Any) -> np.ndarray:
     """sensor_msgs/Image 32SC1 or 16UC1 -> (H, W) int32 panoptic ids; ValueError for any other layout."""
-    if message.encoding not in _PANOPTIC_DTYPES:
-        raise ValueError(f"panoptic image has encoding {message.encoding!r}, expected one of {tuple(_PANOPTIC_DTYPES)}")
-    dtype = np.dtype((">" if message.is_bigendian else "<") + _PANOPTIC_DTYPES[message.encoding])
-    height, width, step = int(message.height), int(message.width), int(message.step)
-    data = np.asarray(message.data, dtype=np.uint8)
-    if step < dtype.itemsize * width or data.size < step * height:
-        raise ValueError(f"panoptic image of {width}x{height} has step {step} and {data.size} bytes")
-    rows = data[: step * height].reshape(height, step)[:, : dtype.itemsize * width]
-    return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.int32)
+    return panoptic_from_buffer(np.asarray(message.data, dtype=np.uint8), message.height, message.width,
+                                message.encoding, message.step, bool(message.is_bigendian)).astype(np.int32)
 
 
 def _decode_camera(message: Any, msgtype: str) -> np.ndarray:

@@ -8,12 +8,12 @@ model, its mode and class list, so loading needs nothing else.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from casnet_core.formats import atomic_write
 from casnet_core.model import CASNet, build_casnet
 
 FORMAT = "casnet-checkpoint/1"
@@ -39,17 +39,8 @@ def save_checkpoint(path: str | os.PathLike, model: CASNet, *, extra: dict[str, 
         "model": model.state_dict(),
         **(extra or {}),
     }
-    # Written beside the target and renamed over it: a crash mid-write never leaves a torn file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(payload, f)
     return path
 
 

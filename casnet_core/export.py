@@ -29,7 +29,6 @@ import argparse
 import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from casnet_core.formats import atomic_write
 from casnet_core.labels import ClassSpace, class_space
 
 FORMAT = "casnet-onnx/1"
@@ -93,7 +93,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, opse
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     if path is not None:
-        _write_atomically(Path(path), data)
+        with atomic_write(path) as f:
+            f.write(data)
     return data
 
 
@@ -107,18 +108,6 @@ def _metadata(model: nn.Module) -> dict[str, str]:
         "size_divisor": str(model.size_divisor),
         "pixel_mean": json.dumps([float(v) for v in model.pixel_mean.flatten().tolist()]),
     }
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------

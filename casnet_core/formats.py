@@ -1,4 +1,5 @@
-"""File formats shared by prediction and evaluation: the COCO / Cityscapes panoptic PNG encoding and PNG writing.
+"""File formats shared by prediction and evaluation: the COCO / Cityscapes panoptic PNG encoding and PNG writing;
+and the atomic write every output that a reader or a resumed run depends on goes through.
 
 A panoptic map (Cityscapes ids: thing ``label_id * 1000 + k``, stuff ``label_id``, void 0) is stored
 as an 8-bit RGB PNG with id = R + 256 G + 256^2 B, the encoding that cityscapesScripts
@@ -8,7 +9,11 @@ overflow for label id 33 from k = 32536 on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import cv2
 import numpy as np
@@ -47,3 +52,21 @@ def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     if bgr is None:
         raise OSError(f"cannot read {path}")
     return decode_panoptic_rgb(bgr[..., ::-1])
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` only once it is written whole: written beside it (``.NAME.*.tmp``),
+    flushed to disk and renamed over it, so a crash or a SIGKILL mid-write never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -142,3 +142,44 @@ def compressed_to_rgb(data: Buffer, fmt: str = "") -> np.ndarray:
     if bgr is None:
         raise ImageConversionError(f"OpenCV cannot decode the compressed image (format {fmt!r})")
     return bgr[..., ::-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Panoptic label images: Cityscapes ids (label_id * 1000 + k things, label_id stuff, 0 void) per pixel
+# ----------------------------------------------------------------------------------------------
+
+#: What the node publishes: ids stay <= 33 999 once instances are capped below 1000 per class, so 16 bits
+#: hold them in half the bytes of 32 bits.
+PANOPTIC_ENCODING = "16UC1"
+#: Ground truth in bags, and the node's output should an id ever exceed 65 535.
+WIDE_PANOPTIC_ENCODING = "32SC1"
+PANOPTIC_DTYPES = {PANOPTIC_ENCODING: "u2", WIDE_PANOPTIC_ENCODING: "i4"}
+
+
+def panoptic_pixels(panoptic: np.ndarray, *, max_id: int | None = None,
+                    encoding: str | None = None) -> tuple[np.ndarray, str]:
+    """(H, W) panoptic ids -> (little-endian pixel array, its encoding). ``encoding`` None: 16UC1 while the
+    ids fit, else 32SC1; ``max_id`` (e.g. from the instance list) spares a pass over the pixels."""
+    panoptic = np.asarray(panoptic)
+    if encoding is None:
+        if max_id is None:
+            max_id = int(panoptic.max(initial=0))
+        encoding = PANOPTIC_ENCODING if max_id <= np.iinfo(np.uint16).max else WIDE_PANOPTIC_ENCODING
+    if encoding not in PANOPTIC_DTYPES:
+        raise ImageConversionError(f"panoptic encoding must be one of {tuple(PANOPTIC_DTYPES)}, got {encoding!r}")
+    return panoptic.astype("<" + PANOPTIC_DTYPES[encoding], copy=False), encoding
+
+
+def panoptic_from_buffer(data: Buffer, height: int, width: int, encoding: str, step: int,
+                         is_bigendian: bool = False) -> np.ndarray:
+    """The buffer of a 16UC1 or 32SC1 image -> (H, W) panoptic ids, a view of ``data`` (uint16 or int32)."""
+    if encoding not in PANOPTIC_DTYPES:
+        raise ImageConversionError(
+            f"panoptic image has encoding {encoding!r}, expected one of {tuple(PANOPTIC_DTYPES)}")
+    dtype = np.dtype((">" if is_bigendian else "<") + PANOPTIC_DTYPES[encoding])
+    height, width, step = int(height), int(width), int(step)
+    buffer = _as_bytes(data)
+    if step < dtype.itemsize * width or buffer.size < step * height:
+        raise ImageConversionError(f"panoptic image of {width}x{height} has step {step} and {buffer.size} bytes")
+    rows = buffer[: step * height].reshape(height, step)[:, : dtype.itemsize * width]
+    return rows.view(dtype).reshape(height, width)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from casnet_core.labels import IGNORE_INDEX, LABEL_DIVISOR, NUM_THING_CLASSES, class_space
+from casnet_core.labels import LABEL_DIVISOR, NUM_THING_CLASSES, class_space
 
 
 

@@ -14,10 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from casnet_core import image_encoding
-from casnet_core.image_encoding import SUPPORTED_ENCODINGS, ImageConversionError  # noqa: F401  (re-exported)
-
-PANOPTIC_ENCODING = "16UC1"  # ~/panoptic and PanopticFrame.panoptic (ids <= 33 999)
-WIDE_PANOPTIC_ENCODING = "32SC1"  # only if an id ever exceeded 65 535
+from casnet_core.image_encoding import ImageConversionError
 
 
 def image_to_rgb(msg) -> np.ndarray:
@@ -58,30 +55,22 @@ def array_to_image(pixels: np.ndarray, encoding: str, header):
 
 
 def panoptic_to_image(panoptic: np.ndarray, header, max_id: int | None = None):
-    """(H, W) Cityscapes panoptic ids -> sensor_msgs/Image, encoding 16UC1 (PANOPTIC_ENCODING).
+    """(H, W) Cityscapes panoptic ids -> sensor_msgs/Image, encoding 16UC1 (image_encoding.PANOPTIC_ENCODING).
 
     Ids are at most 33 999 once instances are capped below 1000 per class, so 16 bits hold them in
     half the bytes of 32SC1. ``max_id``, the largest id (e.g. of the instance list, which is cheaper
     than a pass over the pixels), above 65 535 gives a 32SC1 image instead; ``image_to_panoptic``
     reads both.
     """
-    if max_id is None:
-        max_id = int(panoptic.max(initial=0))
-    if max_id > np.iinfo(np.uint16).max:
-        return array_to_image(np.asarray(panoptic, dtype=np.int32), WIDE_PANOPTIC_ENCODING, header)
-    return array_to_image(np.asarray(panoptic).astype(np.uint16), PANOPTIC_ENCODING, header)
+    pixels, encoding = image_encoding.panoptic_pixels(panoptic, max_id=max_id)
+    return array_to_image(pixels, encoding, header)
 
 
 def image_to_panoptic(msg) -> np.ndarray:
     """sensor_msgs/Image 16UC1 (or 32SC1) as published by the node -> (H, W) panoptic ids (a uint16 or int32
     view of the message's buffer)."""
-    dtypes = {PANOPTIC_ENCODING: "u2", WIDE_PANOPTIC_ENCODING: "i4"}
-    if msg.encoding not in dtypes:
-        raise ImageConversionError(
-            f"expected encoding {PANOPTIC_ENCODING} or {WIDE_PANOPTIC_ENCODING}, got {msg.encoding!r}")
-    dtype = np.dtype((">" if msg.is_bigendian else "<") + dtypes[msg.encoding])
-    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
-    return rows[:, : dtype.itemsize * msg.width].view(dtype).reshape(msg.height, msg.width)
+    return image_encoding.panoptic_from_buffer(msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                                               bool(msg.is_bigendian))
 
 
 def image_to_mono8(msg) -> np.ndarray:

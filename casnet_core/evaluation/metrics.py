@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from casnet_core.evaluation.classes import EVAL_LABELS, NAME_OF_ID, THING_LABEL_IDS
+from casnet_core.formats import atomic_write
 
 #: The headline figures, each a fraction in [0, 1] (null where not meaningful, see ``NOT_MEANINGFUL_IN_INSTANCE_MODE``).
 METRIC_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "AP", "AP50", "mIoU")
@@ -111,9 +112,7 @@ def format_metrics_table(metrics: Mapping[str, Any]) -> str:
 
 
 def write_metrics(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Writes ``metrics`` as JSON to ``path`` through a temporary file, so a reader never sees half of it."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    """Writes ``metrics`` as JSON to ``path`` atomically, so a reader never sees half of it."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(metrics, indent=2, sort_keys=False).encode())
+    return Path(path)

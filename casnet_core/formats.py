@@ -54,13 +54,23 @@ def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     return decode_panoptic_rgb(bgr[..., ::-1])
 
 
+def _partial_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def partial_writes(path: str | os.PathLike) -> list[Path]:
+    """The temporary files of ``atomic_write(path)`` calls that a crash or a kill interrupted."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{_partial_prefix(path)}*.tmp"))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file that replaces ``path`` only once it is written whole: written beside it (``.NAME.*.tmp``),
     flushed to disk and renamed over it, so a crash or a SIGKILL mid-write never leaves a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_partial_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

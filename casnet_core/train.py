@@ -415,7 +415,7 @@ def validate(model, samples: Sequence[Sample], *, device: torch.device, fp16: bo
     """PQ, SQ, RQ (all, things, stuff) and mIoU of ``model`` on ``samples``, predicted at full size by the
     Predictor as ``casnet eval`` does. Leaves the model in eval mode. NaN where a figure has no class."""
     from casnet_core.data import read_image, read_instance_ids, read_label_ids
-    from casnet_core.evaluation import panoptic_quality
+    from casnet_core.evaluation import mean_iou, panoptic_quality
     from casnet_core.predictor import Predictor
 
     predictor = Predictor(model, device=device, fp16=fp16)
@@ -432,30 +432,6 @@ def validate(model, samples: Sequence[Sample], *, device: torch.device, fp16: bo
     metrics["mIoU"] = mean_iou(semantic, gt_semantic, classes)
     metrics["images"] = len(samples)
     return metrics
-
-
-def mean_iou(pred_label_ids: Sequence[np.ndarray], gt_label_ids: Sequence[np.ndarray],
-             label_ids: Sequence[int]) -> float:
-    """Mean over ``label_ids`` of the IoU of Cityscapes label-id maps, as the official pixel-level
-    evaluator: ground-truth pixels of classes that are not evaluated are left out; a prediction of any
-    other id on an evaluated pixel is a miss. Classes absent from both are not averaged (NaN if none)."""
-    from casnet_core.labels import class_space
-
-    evaluated = np.zeros(256, dtype=bool)
-    evaluated[list(class_space("panoptic").label_ids)] = True
-    index = np.full(256, len(label_ids), dtype=np.int64)  # the last index: any other id
-    index[list(label_ids)] = np.arange(len(label_ids))
-    n = len(label_ids) + 1
-    confusion = np.zeros((n, n), dtype=np.int64)
-    for pred, gt in zip(pred_label_ids, gt_label_ids):
-        gt = np.asarray(gt, dtype=np.int64)
-        keep = evaluated[gt]
-        pairs = index[gt[keep]] * n + index[np.asarray(pred, dtype=np.int64)[keep].clip(0, 255)]
-        confusion += np.bincount(pairs, minlength=n * n).reshape(n, n)
-    hits = np.diag(confusion)[:-1].astype(np.float64)
-    unions = confusion.sum(0)[:-1] + confusion.sum(1)[:-1] - hits
-    present = unions > 0
-    return float((hits[present] / unions[present]).mean()) if present.any() else math.nan
 
 
 # -- data, output folder, random state ---------------------------------------------------------------
@@ -506,8 +482,10 @@ def _clear_run(out_dir: Path) -> None:
 
 def _remove_partial_writes(out_dir: Path) -> None:
     """Temporary files of checkpoint writes that a kill interrupted (see save_checkpoint)."""
+    from casnet_core.formats import partial_writes
+
     for name in ("last.pt", "best.pt", "model_final.pt"):
-        for partial in out_dir.glob(f".{name}.*.tmp"):
+        for partial in partial_writes(out_dir / name):
             partial.unlink(missing_ok=True)
 
 

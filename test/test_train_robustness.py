@@ -12,7 +12,8 @@ import torch
 from casnet_core.checkpoint import CheckpointError, load_model, read_checkpoint
 from casnet_core.cli import main as casnet
 from casnet_core.config import load_config
-from casnet_core.train import (TrainingError, epoch_batches, load_scaler_state, mean_iou, rank_device, train)
+from casnet_core.evaluation import mean_iou
+from casnet_core.train import TrainingError, epoch_batches, load_scaler_state, rank_device, train
 
 TINY = [
     "model.fusion_channels=16", "model.head_channels=8", "data.short_side=null", "data.crop_size=[64,128]",

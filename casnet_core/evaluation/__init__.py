@@ -4,6 +4,7 @@ One concept per module:
 
 * ``classes``: the classes the official evaluators score, and panoptic maps read in their terms;
 * ``pq``: panoptic quality in memory (no files), for validation during training;
+* ``iou``: mean IoU of semantic maps in memory, likewise;
 * ``writers``: predictions written in the three official result formats;
 * ``official``: the official panoptic, instance-level and pixel-level evaluators, and their ground truth;
 * ``compat``: what calling cityscapesScripts 2.3.0 in-process needs (NumPy 2, logs, working directory);
@@ -16,6 +17,7 @@ The panoptic PNG encoding shared with the Predictor is in ``casnet_core.formats`
 
 from casnet_core.evaluation.classes import clean_panoptic, segment_label_ids
 from casnet_core.evaluation.command import evaluate, find_semantic_files, register
+from casnet_core.evaluation.iou import mean_iou
 from casnet_core.evaluation.metrics import METRIC_KEYS, format_metrics_table, write_metrics
 from casnet_core.evaluation.official import (
     prepare_panoptic_ground_truth,
@@ -39,6 +41,7 @@ __all__ = [
     "find_semantic_files",
     "format_metrics_table",
     "full_oracle_prediction",
+    "mean_iou",
     "panoptic_quality",
     "prepare_panoptic_ground_truth",
     "register",

@@ -64,14 +64,31 @@ def _random_targets(h, w, classes=19):
 
 
 def test_losses_are_finite_weighted_and_backpropagate():
+    import torch.nn.functional as F
+
     model = build_casnet("hrnet_w18_small", fusion_channels=32, head_channels=16)
     out = model(torch.rand(1, 3, 64, 64) * 255)
     targets = _random_targets(16, 16)
-    losses = casnet_losses(out, targets, alpha=1.0, beta=0.5, gamma=2.0)
+    # Weights all different from 1 and from each other: a part that ignores its weight changes the total.
+    losses = casnet_losses(out, targets, alpha=0.7, beta=0.5, gamma=2.0)
     for key in ("loss", "semantic", "attributes", "box_prob"):
         assert torch.isfinite(losses[key]) and losses[key] > 0
-    expected = losses["semantic"] + 0.5 * losses["attributes"] + 2.0 * losses["box_prob"]
-    torch.testing.assert_close(losses["loss"].detach(), expected)
+    # Each part is the paper's: CE over non-void cells, L1 over the thing cells only (4 distances each),
+    # BCE over the non-void cells, computed here independently.
+    thing = targets["thing_mask"][:, None].expand(-1, 4, -1, -1)
+    l1 = (out["attributes"] - targets["attributes"]).abs()[thing].mean()
+    assert not torch.isclose(l1, (out["attributes"] - targets["attributes"]).abs().mean()), \
+        "thing cells and all cells must give different L1, or the test shows nothing"
+    valid = (targets["semantic"] != 255)[:, None].expand_as(out["box_logits"])
+    parts = {
+        "semantic": F.cross_entropy(out["semantic"], targets["semantic"], ignore_index=255),
+        "attributes": l1,
+        "box_prob": F.binary_cross_entropy_with_logits(out["box_logits"][valid], targets["box_prob"][valid]),
+    }
+    for key, value in parts.items():
+        torch.testing.assert_close(losses[key], value.detach(), msg=key)
+    expected = 0.7 * parts["semantic"] + 0.5 * parts["attributes"] + 2.0 * parts["box_prob"]
+    torch.testing.assert_close(losses["loss"].detach(), expected.detach())
     losses["loss"].backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 

@@ -74,11 +74,29 @@ def test_bad_overrides_name_their_key_in_one_line(override, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_a_programmatic_config_is_checked_by_train_too():
+def _train_with_bad_lr(tmp_path):
+    from casnet_core.train import train
+
     config = load_config(None)
     config["solver"]["lr"] = "fast"
+    train(config, tmp_path / "data", tmp_path / "out", device="cpu", max_iters=1, progress=False)
+
+
+def test_a_programmatic_config_is_checked_by_train_too(tmp_path):
+    # A config built in Python, not through load_config: train() itself checks it, before it writes anything.
     with pytest.raises(ConfigError, match="solver.lr must be a number"):
-        check_config(config)
+        _train_with_bad_lr(tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_programmatic_config_test_fails_when_train_does_not_check(tmp_path, monkeypatch):
+    # Negative control: without the check in train(), the bad value surfaces as another error (or none).
+    from casnet_core import train as train_module
+
+    monkeypatch.setattr(train_module, "check_config", lambda config: config)
+    with pytest.raises(Exception) as error:
+        _train_with_bad_lr(tmp_path)
+    assert not isinstance(error.value, ConfigError)
 
 
 def test_the_cli_prints_one_line_and_exits_2_on_a_bad_override(capsys, tmp_path):

@@ -26,10 +26,17 @@ DEFAULTS: dict[str, Any] = {
     "model": {"backbone": "hrnet_w18_small", "mode": "panoptic", "semantic_head": True,
               "fusion_channels": 128, "head_channels": 64, "output_stride": 4, "weights_path": None},
     "data": {"train_split": "train", "val_split": "val", "short_side": [512, 1024], "crop_size": [640, 1280],
-             "flip": True, "center_radius": 1.5, "workers": 2},
-    "loss": {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "box_pos_weight": 1.0},
+             "flip": True, "center_radius": 1.5, "workers": 2,
+             # Decoded scenes kept in memory (uint8) instead of read from PNG every epoch.
+             "cache": False},
+    # attribute_loss, semantic_top_k, small_instance_*: see casnet_core.losses (paper: l1, 1.0, 1.0).
+    "loss": {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "box_pos_weight": 1.0, "attribute_loss": "l1",
+             "semantic_top_k": 1.0, "small_instance_weight": 1.0, "small_instance_area": 4096},
     "solver": {"lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 24, "lr_steps": [18, 22],
                "lr_factor": 0.1, "batch_size": 1, "accumulation": 1, "amp": True, "grad_clip": 10.0,
+               # CUDA only: the autocast type of solver.amp (bfloat16 needs no loss scaling), and
+               # channels_last memory format for the model and its inputs (tensor-core convolutions).
+               "amp_dtype": "float16", "channels_last": False,
                "log_every": 10, "checkpoint_every": 500,
                # Validation on data.val_split every eval_every steps (0: off), on its first eval_images
                # images; the best PQ is kept as OUT/best.pt.
@@ -55,6 +62,7 @@ class Spec:
     ge: float | None = None
     gt: float | None = None
     lt: float | None = None
+    le: float | None = None
     item: type | None = None
     length: int | None = None
 
@@ -67,7 +75,7 @@ class Spec:
             text = f"a list of {count}{_PLURAL[self.item]}"
         else:
             text = _SINGULAR[self.kind]
-        limits = ((">=", self.ge), (">", self.gt), ("<", self.lt))
+        limits = ((">=", self.ge), (">", self.gt), ("<", self.lt), ("<=", self.le))
         bounds = " and ".join(f"{op} {limit:g}" for op, limit in limits if limit is not None)
         if bounds:
             text += (", each " if self.kind is list else " ") + bounds
@@ -94,10 +102,15 @@ SCHEMA: dict[str, Spec] = {
     "data.flip": Spec(bool),
     "data.center_radius": Spec(float, gt=0),
     "data.workers": Spec(int, ge=0),
+    "data.cache": Spec(bool),
     "loss.alpha": Spec(float, ge=0),
     "loss.beta": Spec(float, ge=0),
     "loss.gamma": Spec(float, ge=0),
     "loss.box_pos_weight": Spec(float, gt=0),
+    "loss.attribute_loss": Spec(str, choices=("l1", "giou", "l1_log")),
+    "loss.semantic_top_k": Spec(float, gt=0, le=1),
+    "loss.small_instance_weight": Spec(float, gt=0),
+    "loss.small_instance_area": Spec(int, ge=0),  # pixels of the training crop
     "solver.lr": Spec(float, gt=0),
     "solver.momentum": Spec(float, ge=0, lt=1),
     "solver.weight_decay": Spec(float, ge=0),
@@ -107,6 +120,8 @@ SCHEMA: dict[str, Spec] = {
     "solver.batch_size": Spec(int, ge=1),
     "solver.accumulation": Spec(int, ge=1),
     "solver.amp": Spec(bool),
+    "solver.amp_dtype": Spec(str, choices=("float16", "bfloat16")),
+    "solver.channels_last": Spec(bool),
     "solver.grad_clip": Spec(float, ge=0, nullable=True),  # 0 or null: no clipping
     "solver.log_every": Spec(int, ge=1),
     "solver.checkpoint_every": Spec(int, ge=1),
@@ -188,7 +203,7 @@ def _convert(value: Any, spec: Spec) -> Any:
     if spec.kind is list:
         if not isinstance(value, (list, tuple)) or (spec.length is not None and len(value) != spec.length):
             raise ValueError
-        return [_convert(item, Spec(spec.item, ge=spec.ge, gt=spec.gt, lt=spec.lt)) for item in value]
+        return [_convert(item, Spec(spec.item, ge=spec.ge, gt=spec.gt, lt=spec.lt, le=spec.le)) for item in value]
     if spec.kind is bool:
         if not isinstance(value, bool):
             raise ValueError
@@ -215,7 +230,7 @@ def _convert(value: Any, spec: Spec) -> Any:
     if spec.choices and converted not in spec.choices:
         raise ValueError
     if ((spec.ge is not None and converted < spec.ge) or (spec.gt is not None and converted <= spec.gt)
-            or (spec.lt is not None and converted >= spec.lt)):
+            or (spec.lt is not None and converted >= spec.lt) or (spec.le is not None and converted > spec.le)):
         raise ValueError
     return converted
 

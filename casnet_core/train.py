@@ -337,7 +337,7 @@ class _Run:
             last = not self.distributed or index == len(micro_sizes) - 1
             with contextlib.nullcontext() if last else self.model.no_sync():
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                    losses = casnet_losses(self.model(images), targets, **self.config["loss"])
+                    losses = casnet_losses(self.model(images), targets, **loss_options(self.config["loss"]))
                 # Each micro-batch's mean loss weighs by its share of the step's images.
                 self.scaler.scale(losses["loss"] * (size / images_in_step)).backward()
             sums += torch.stack([losses[k].detach().double().cpu() for k in _LOSS_KEYS]) * (size / images_in_step)
@@ -401,6 +401,12 @@ def agree_on_losses(sums: torch.Tensor, *, step: int) -> dict[str, float]:
         raise TrainingError(f"the loss is not finite at step {step} ({parts}, mean over processes): "
                             "lower solver.lr or check the data")
     return dict(zip(_LOSS_KEYS, sums.tolist()))
+
+
+def loss_options(loss_config: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``casnet_losses`` in the ``loss`` config section (``small_instance_area``
+    is a target option)."""
+    return {k: v for k, v in loss_config.items() if k != "small_instance_area"}
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:

@@ -48,6 +48,10 @@ Oracles (paper, tables III and IV):
   clustering itself. Its NMS suppresses only identical boxes and its area filters are off (exact
   targets have no noise to guard against); ``--nms-iou/--min-area/--stuff-area`` set them back.
   See ``full_oracle_prediction`` for why and for the cases where it cannot reach 1.0.
+* Per-head oracles, ``--oracle seeds``, ``attributes``, ``semantic+seeds``, ``semantic+attributes``,
+  ``seeds+attributes``, ``semantic+seeds+attributes``: the named heads of the network are replaced by their
+  ground truth at its output stride ("seeds": the box probability), the others are the network's, with the
+  predictor's thresholds: which head holds PQ down (``casnet_core.evaluation.oracles``).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from typing import Any, Mapping, Sequence
 
 from casnet_core.evaluation.metrics import format_metrics_table, write_metrics
 from casnet_core.evaluation.official import EVALUATORS_FOLDER, GT_CACHE_FOLDER, run_official_evaluators
-from casnet_core.evaluation.oracles import ORACLES, full_oracle_prediction
+from casnet_core.evaluation.oracles import HEAD_ORACLES, ORACLES, full_oracle_prediction, head_oracle_prediction
 from casnet_core.evaluation.writers import CityscapesResultWriter, EvalPrediction, result_folders
 from casnet_core.predictor import Predictor, add_threshold_arguments, thresholds_from_args
 
@@ -171,7 +175,7 @@ def evaluate(
     if oracle != "full":
         predictor = Predictor.from_checkpoint(checkpoint, device=device, **thresholds)
         mode = predictor.mode
-    source = {None: "checkpoint", "semantic": "oracle-semantic", "full": "oracle-full"}[oracle]
+    source = "checkpoint" if oracle is None else f"oracle-{oracle}"
     if semantic_dir:
         source = "checkpoint+semantic-dir"
 
@@ -180,6 +184,10 @@ def evaluate(
         if oracle == "full":
             prediction = full_oracle_prediction(read_label_ids(sample.label_ids_path),
                                                 read_instance_ids(sample.instance_ids_path), **thresholds)
+        elif oracle in HEAD_ORACLES:
+            prediction = head_oracle_prediction(predictor, read_image(sample.image_path),
+                                                read_label_ids(sample.label_ids_path),
+                                                read_instance_ids(sample.instance_ids_path), heads=oracle)
         else:
             semantic = None
             if oracle == "semantic":
@@ -229,6 +237,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", help="CASNet checkpoint (default: the packaged default model; none with --oracle full)")
     parser.add_argument("--oracle", choices=ORACLES,
                         help="semantic: ground-truth semantics with the network's attributes; "
+                             "seeds, attributes, semantic+seeds, ...: those heads replaced by their ground truth "
+                             "at the network's stride (seeds = box probability), the others the network's; "
                              "full: ground-truth semantics, attributes and box probability (post-processing alone)")
     parser.add_argument("--semantic-dir", help="separated mode: folder of label-id PNGs named {city}_{seq}_{frame}*.png")
     parser.add_argument("--cache-dir", default=None,

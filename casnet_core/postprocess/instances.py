@@ -1,0 +1,78 @@
+"""Stage 8: numbering, scores and mask statistics of the instances.
+
+Instance score (for AP ranking): seed box probability x mean probability of the instance's class over its
+mask, the class probability being the softmax of the semantic logits at each pixel's cell (weighted by the
+pixels each cell contributes). This is Panoptic-DeepLab's "center score x semantic score" for CASNet's seeds.
+In separated mode (semantics from outside, no logits) the score is the seed box probability alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from casnet_core.labels import LABEL_DIVISOR
+
+
+def number_instances(alive: Tensor, seed_groups: Tensor, num_things: int,
+                     label_of_thing: Tensor) -> tuple[Tensor, Tensor]:
+    """Panoptic ids of the alive seeds: label_id * LABEL_DIVISOR + k, k = 0, 1, ... per group in seed order.
+
+    Args:
+        alive: (S,) bool; seed_groups: (S,) int64, sorted, best seed first within a group.
+        num_things: K.
+        label_of_thing: (K,) int64 Cityscapes label id of each thing class.
+
+    Returns:
+        seed of each instance (N,) int64, panoptic id of each instance (N,) int64.
+    """
+    instance_seed = alive.nonzero().squeeze(1)
+    instance_group = seed_groups[instance_seed]
+    counts = torch.bincount(instance_group)
+    rank = torch.arange(instance_seed.numel(), device=alive.device) - (torch.cumsum(counts, 0) - counts)[
+        instance_group]
+    return instance_seed, label_of_thing[instance_group % num_things] * LABEL_DIVISOR + rank
+
+
+def pair_class_probability(semantic_logits: Tensor, pair_key: Tensor, thing_channels: Tensor) -> Tensor:
+    """(B, C, h, w) semantic logits -> (P,) softmax probability of each pair's class at its cell.
+
+    ``pair_key`` (P,) = (image * K + k) * h * w + cell; ``thing_channels`` (K,) semantic channel of class k."""
+    batch, _, h, w = semantic_logits.shape
+    num_things = thing_channels.numel()
+    class_prob = torch.softmax(semantic_logits.float(), dim=1).flatten(2)  # (B, C, h*w)
+    group, cell = pair_key // (h * w), pair_key % (h * w)
+    return class_prob[group // num_things, thing_channels[group % num_things], cell]
+
+
+def instance_scores(seed_scores: Tensor, instance_seed: Tensor, pair_seed: Tensor, pair_pixels: Tensor,
+                    pair_prob: Tensor | None = None) -> Tensor:
+    """(N,) float32 score of each instance: its seed's score (S,) times, when ``pair_prob`` (P,) is given,
+    the mean class probability over its pixels (pairs weighted by their ``pair_pixels``)."""
+    scores = seed_scores[instance_seed].float()
+    if pair_prob is None:
+        return scores
+    num_seeds = seed_scores.numel()
+    area = torch.zeros(num_seeds, dtype=torch.int64, device=pair_seed.device).scatter_add_(0, pair_seed, pair_pixels)
+    prob_sum = torch.zeros(num_seeds, dtype=torch.float32, device=pair_seed.device).scatter_add_(
+        0, pair_seed, pair_prob * pair_pixels)
+    return scores * prob_sum[instance_seed] / area[instance_seed].clamp(min=1)
+
+
+def mask_statistics(pixel_instance: Tensor, pixel_x: Tensor, pixel_y: Tensor,
+                    num_instances: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Area (N,) int64, tight box (N, 4) float32 (x0, y0, x1, y1, x1/y1 exclusive) and centroid (N, 2)
+    float32 (mean pixel centre) of each instance, from the instance (Q,) and position of each pixel."""
+    device = pixel_instance.device
+    areas = torch.bincount(pixel_instance, minlength=num_instances)
+    boxes = torch.zeros(num_instances, 4, dtype=torch.int64, device=device)
+    if num_instances:
+        boxes[:, 0].scatter_reduce_(0, pixel_instance, pixel_x, "amin", include_self=False)
+        boxes[:, 1].scatter_reduce_(0, pixel_instance, pixel_y, "amin", include_self=False)
+        boxes[:, 2].scatter_reduce_(0, pixel_instance, pixel_x, "amax", include_self=False)
+        boxes[:, 3].scatter_reduce_(0, pixel_instance, pixel_y, "amax", include_self=False)
+        boxes[:, 2:] += 1  # exclusive x1, y1
+    sum_x = torch.zeros(num_instances, dtype=torch.int64, device=device).scatter_add_(0, pixel_instance, pixel_x)
+    sum_y = torch.zeros(num_instances, dtype=torch.int64, device=device).scatter_add_(0, pixel_instance, pixel_y)
+    centroids = torch.stack((sum_x, sum_y), dim=1).double() / areas.clamp(min=1).double()[:, None] + 0.5
+    return areas, boxes.float(), centroids.float()

@@ -1,0 +1,141 @@
+"""Stages 3-5: seeds from the box-probability head, fallback seeds for seedless classes, the cap per image
+and class (see the stage list of :mod:`casnet_core.postprocess`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from casnet_core.labels import LABEL_DIVISOR
+from casnet_core.postprocess.boxes import nms_per_group
+from casnet_core.postprocess.defaults import DEFAULT_THRESHOLDS, NMS_KERNEL, PRE_NMS_TOP_K
+
+
+def find_seeds(
+    box_prob: Tensor,
+    cell_boxes: Tensor,
+    *,
+    box_threshold: float = DEFAULT_THRESHOLDS["box_threshold"],
+    nms_iou: float = DEFAULT_THRESHOLDS["nms_iou"],
+    nms_kernel: int = NMS_KERNEL,
+    pre_nms_top_k: int = PRE_NMS_TOP_K,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Seed points and seed boxes from the box-probability head.
+
+    Args:
+        box_prob: (B, K, h, w) box probabilities (after sigmoid), channel k = thing class k.
+        cell_boxes: (B, 4, h, w) boxes decoded at every cell (:func:`decode_boxes`).
+        box_threshold: candidates need a probability above this.
+        nms_iou: NMS discards a seed box whose IoU with a better one of its image and class exceeds this.
+        nms_kernel: odd max-pool window; only local maxima are candidates (1 disables the filter).
+        pre_nms_top_k: at most this many candidates per image (best first) enter NMS.
+
+    Returns:
+        group (S,) int64 = image * K + k, cell (S,) int64 = i * w + j, box (S, 4), score (S,).
+    """
+    batch, num_things, h, w = box_prob.shape
+    candidates = box_prob > box_threshold
+    if nms_kernel > 1:
+        pooled = F.max_pool2d(box_prob, nms_kernel, stride=1, padding=nms_kernel // 2)
+        candidates &= box_prob >= pooled
+    flat = candidates.flatten().nonzero().squeeze(1)  # index into (B, K, h, w)
+    scores = box_prob.flatten()[flat]
+    if flat.numel() > pre_nms_top_k * batch:
+        scores, best = scores.topk(pre_nms_top_k * batch)
+        flat = flat[best]
+    group, cell = flat // (h * w), flat % (h * w)
+    boxes = cell_boxes.permute(0, 2, 3, 1).reshape(batch, h * w, 4)[group // num_things, cell]
+    keep = nms_per_group(boxes, scores, group, nms_iou)
+    return group[keep], cell[keep], boxes[keep], scores[keep]
+
+
+def fallback_seeds(
+    pair_boxes: Tensor,
+    pair_groups: Tensor,
+    pair_scores: Tensor,
+    seed_groups: Tensor,
+    num_groups: int,
+    *,
+    nms_iou: float = DEFAULT_THRESHOLDS["nms_iou"],
+    top_k: int = PRE_NMS_TOP_K,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Seeds for the groups (image * K + class) that have pixels but no seed: their own pair boxes, NMS'd.
+
+    Args:
+        pair_boxes: (P, 4) box of each pair (its cell's box); pair_groups: (P,) int64 group of each pair;
+        pair_scores: (P,) box probability of each pair's cell for its class.
+        seed_groups: (S,) int64 groups of the seeds found so far.
+        num_groups: G.
+        nms_iou: as in :func:`find_seeds`.
+        top_k: at most this many candidates (best first) enter NMS, plus the best pairs of any seedless group
+            that the cut would leave without a candidate: every seedless group gets at least one seed.
+
+    Returns:
+        group (F,) int64, box (F, 4), score (F,) of the new seeds.
+    """
+    seedless = (torch.bincount(pair_groups, minlength=num_groups) > 0) & (
+        torch.bincount(seed_groups, minlength=num_groups) == 0)
+    orphans = seedless[pair_groups].nonzero().squeeze(1)
+    scores = pair_scores[orphans]
+    if orphans.numel() > top_k:
+        scores, best = scores.topk(top_k)
+        candidates = orphans[best]
+        # Groups the cut left without candidate: their best pairs join (ties: all of them).
+        represented = torch.zeros(num_groups, dtype=torch.bool, device=orphans.device)
+        represented[pair_groups[candidates]] = True
+        orphan_groups = pair_groups[orphans]
+        group_best = torch.full((num_groups,), -1.0, device=orphans.device).scatter_reduce(
+            0, orphan_groups, pair_scores[orphans], "amax")
+        missing = ~represented[orphan_groups] & (pair_scores[orphans] >= group_best[orphan_groups])
+        orphans = torch.cat((candidates, orphans[missing]))
+        scores = pair_scores[orphans]
+    keep = nms_per_group(pair_boxes[orphans], scores, pair_groups[orphans], nms_iou)
+    return pair_groups[orphans[keep]], pair_boxes[orphans[keep]], scores[keep]
+
+
+def select_seeds(
+    seed_groups: Tensor,
+    seed_scores: Tensor,
+    group_has_pixels: Tensor,
+    num_things: int,
+    *,
+    max_instances: int = DEFAULT_THRESHOLDS["max_instances"],
+) -> Tensor:
+    """The seeds that take part in the vote, in the order the vote and the numbering need.
+
+    Drops the seeds of groups without pixels, then keeps per image the ``max_instances`` best seeds (the
+    best seed of each group first, whatever its score, so that no group with pixels loses all its seeds)
+    and per group at most ``LABEL_DIVISOR`` (the ids label_id * 1000 + k stay within their label).
+
+    Args:
+        seed_groups: (S,) int64 group = image * K + class of each seed; seed_scores: (S,).
+        group_has_pixels: (G,) bool.
+        num_things: K.
+        max_instances: seeds kept per image (>= 1).
+
+    Returns:
+        (S',) int64 indices of the kept seeds, sorted by group, best score first within a group (equal
+        scores: in input order).
+    """
+    if max_instances < 1:
+        raise ValueError(f"max_instances must be at least 1, got {max_instances}")
+    device = seed_groups.device
+    order = torch.argsort(seed_scores, descending=True, stable=True)
+    order = order[torch.argsort(seed_groups[order], stable=True)]
+    order = order[group_has_pixels[seed_groups[order]]]
+    groups = seed_groups[order]
+    counts = torch.bincount(groups, minlength=group_has_pixels.numel())
+    rank_in_group = torch.arange(order.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[groups]
+    # Rank within the image: groups' best seeds first, then by score.
+    first = rank_in_group == 0
+    images = groups // num_things
+    by_score = torch.argsort(seed_scores[order], descending=True, stable=True)
+    by_first = by_score[torch.argsort((~first[by_score]).to(torch.uint8), stable=True)]
+    by_image = by_first[torch.argsort(images[by_first], stable=True)]
+    image_counts = torch.bincount(images, minlength=max(1, group_has_pixels.numel() // max(1, num_things)))
+    rank_in_image = torch.empty_like(rank_in_group)
+    rank_in_image[by_image] = torch.arange(order.numel(), device=device) - (
+        torch.cumsum(image_counts, 0) - image_counts)[images[by_image]]
+    keep = (rank_in_group < LABEL_DIVISOR) & (first | (rank_in_image < max_instances))
+    return order[keep]

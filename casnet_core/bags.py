@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 
+from casnet_core.errors import one_line
 from casnet_core.image_encoding import (PANOPTIC_DTYPES, WIDE_PANOPTIC_ENCODING, compressed_to_rgb, image_to_rgb,
                                         panoptic_from_buffer, panoptic_pixels)
 
@@ -322,7 +323,7 @@ class _Bag:
             self._reader.open()
         except _read_errors() as error:
             raise BagError(f"{self.path} is not a readable rosbag2 (corrupt or truncated?): "
-                           f"{_one_line(error)}") from None
+                           f"{one_line(error)}") from None
 
     def __enter__(self) -> "_Bag":
         return self
@@ -343,7 +344,7 @@ class _Bag:
             for connection, time_ns, rawdata in self._reader.messages(connections=connections):
                 yield connection.topic, connection.msgtype, time_ns, rawdata
         except _read_errors() as error:
-            raise BagError(f"{self.path} is corrupt or truncated: {_one_line(error)}") from None
+            raise BagError(f"{self.path} is corrupt or truncated: {one_line(error)}") from None
 
     def deserialize(self, rawdata: bytes, msgtype: str) -> Any:
         return self._reader.deserialize(rawdata, msgtype)
@@ -355,11 +356,6 @@ def read_messages(path: str | os.PathLike, topics: Sequence[str]) -> Iterator[tu
     with _Bag(path) as bag:
         for topic, msgtype, time_ns, rawdata in bag.messages(topics):
             yield topic, time_ns, bag.deserialize(rawdata, msgtype)
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _first_message(bag: _Bag, topic: str, msgtype: str) -> Any | None:
@@ -528,7 +524,7 @@ def _frame(bag: _Bag, index: int, msgtype: str, time_ns: int, rawdata: bytes) ->
         # From a writable copy: the pixels then come out as writable views (torch warns on read-only arrays).
         message = bag.deserialize(bytearray(rawdata), msgtype)
     except Exception as error:  # malformed CDR: this frame only
-        return BagFrame(index, time_ns, time_ns, "", None, f"cannot deserialize: {_one_line(error)}", None,
+        return BagFrame(index, time_ns, time_ns, "", None, f"cannot deserialize: {one_line(error)}", None,
                         msgtype, bytes(rawdata))
     frame = BagFrame(index, stamp_ns(message.header), time_ns, str(message.header.frame_id), None, None, None,
                      msgtype, bytes(rawdata))
@@ -536,7 +532,7 @@ def _frame(bag: _Bag, index: int, msgtype: str, time_ns: int, rawdata: bytes) ->
     try:
         frame.image_rgb = _decode_camera(message, msgtype)
     except ValueError as error:  # ImageConversionError and size mismatches
-        frame.error = _one_line(error)
+        frame.error = one_line(error)
     frame.decode_s = time.perf_counter() - start
     return frame
 

@@ -57,6 +57,7 @@ from tqdm import tqdm
 from casnet_core.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from casnet_core.config import ConfigError, check_config, load_config
 from casnet_core.data import CityscapesDataset, Sample, list_samples
+from casnet_core.errors import one_line
 from casnet_core.losses import casnet_losses
 from casnet_core.model import build_casnet
 from casnet_core.predictor import resolve_device
@@ -189,7 +190,7 @@ class _Run:
         try:
             self.model = build_casnet(**config["model"]).to(device)
         except (OSError, RuntimeError, ValueError) as error:  # unknown backbone, unreadable weights file
-            raise TrainingError(f"cannot build the model {config['model']}: {_one_line(error)}") from error
+            raise TrainingError(f"cannot build the model {config['model']}: {one_line(error)}") from error
         self.bare_model = self.model
         self.dataset = _training_dataset(data_root, data_cfg, self.model, seed=self.seed)
         self.val_samples = _validation_samples(val_root, data_cfg["val_split"], solver["eval_images"]) \
@@ -526,10 +527,6 @@ def _gather(value: Any, distributed: bool, world: int) -> list[Any]:
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, value)
     return gathered
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 class _Logger:

@@ -33,6 +33,7 @@ def build_targets(
     mode: str,
     stride: int,
     center_radius: float = 1.5,
+    small_instance_area: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Targets on the stride-``stride`` grid of an (H, W) ground truth; H, W multiples of stride.
 
@@ -42,6 +43,8 @@ def build_targets(
         mode: "panoptic" or "instance" (class space of the semantic target).
         stride: output stride s of the network (1 for exact full-resolution targets).
         center_radius: half size, in cells, of the central area that is positive for box probability.
+        small_instance_area: when given, also "small_instance": (H, W) bool, the pixels of thing instances
+            of fewer pixels than this (the small-instance weight of the semantic loss).
 
     Returns (h, w = H/s, W/s):
         "semantic": (h, w) int64 semantic channel, IGNORE_INDEX for void.
@@ -113,7 +116,7 @@ def build_targets(
             nearest = np.argmin((px[xs] - centers[n - 1, 0]) ** 2 + (py[ys] - centers[n - 1, 1]) ** 2)
             box_prob[thing_ch[n - 1], ys[nearest], xs[nearest]] = 1.0
 
-    return {
+    targets = {
         "semantic": semantic,
         "semantic_full": classes.label_id_lut()[label_ids],
         "attributes": attributes,
@@ -123,6 +126,10 @@ def build_targets(
         "boxes": boxes,
         "instance_classes": thing_ch,
     }
+    if small_instance_area is not None:
+        areas = np.bincount(full_index.ravel(), minlength=len(ids) + 1)
+        targets["small_instance"] = (full_index > 0) & (areas[full_index] < small_instance_area)
+    return targets
 
 
 def _boxes_of(index_map: np.ndarray, count: int) -> np.ndarray:

@@ -83,3 +83,53 @@ def test_an_instance_whose_center_is_occluded_still_gets_one_positive():
     car = class_space("panoptic").thing_channel[13]
     ys, xs = np.nonzero(targets["box_prob"][car])
     assert len(ys) == 1 and targets["instance"][ys[0], xs[0]] == 2  # person 24000 is 1, the car 26000 is 2
+
+
+def _random_scene(rng: np.random.Generator, height: int, width: int):
+    """Random ground truth: stuff bands, then up to 30 rectangles and ellipses of random thing classes (also
+    caravan 29 and trailer 30, instances that are not evaluated things), some crowd regions (a thing label
+    without an instance id), occluding each other, some a single pixel, some cut by the image border."""
+    labels = rng.choice(np.array([0, 7, 8, 11, 21, 23], np.uint8), size=(height // 8, 1)).repeat(8, 0)
+    labels = np.broadcast_to(labels, (height, width)).copy()
+    instances = labels.astype(np.int32)
+    ys, xs = np.mgrid[:height, :width]
+    for n in range(int(rng.integers(0, 31))):
+        label = int(rng.choice([24, 25, 26, 27, 28, 31, 32, 33, 29, 30]))
+        cx, cy = rng.uniform(-10, width + 10), rng.uniform(-10, height + 10)
+        rx, ry = rng.uniform(0.3, width / 3), rng.uniform(0.3, height / 3)
+        inside = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1 if n % 2 else \
+            (np.abs(xs - cx) <= rx) & (np.abs(ys - cy) <= ry)
+        labels[inside] = label
+        crowd = rng.random() < 0.15
+        instances[inside] = label if crowd else label * 1000 + int(rng.integers(0, 5))
+    return labels, instances
+
+
+@pytest.mark.parametrize("stride", [1, 4, 8])
+def test_torch_targets_equal_the_numpy_targets_on_random_scenes(stride):
+    from casnet_core.device_targets import build_targets_torch
+
+    rng = np.random.default_rng(stride)
+    for mode in ("panoptic", "instance"):
+        scenes = [_random_scene(rng, 64, 96) for _ in range(6)]
+        labels = torch.from_numpy(np.stack([s[0] for s in scenes]))
+        instances = torch.from_numpy(np.stack([s[1] for s in scenes]))
+        batch = build_targets_torch(labels, instances, mode=mode, stride=stride, center_radius=1.5,
+                                    small_instance_area=200)
+        for i, (label_ids, instance_ids) in enumerate(scenes):
+            expected = build_targets(label_ids, instance_ids, mode=mode, stride=stride, small_instance_area=200)
+            for key in ("semantic", "semantic_full", "attributes", "thing_mask", "box_prob", "small_instance"):
+                assert batch[key][i].dtype == torch.from_numpy(expected[key]).dtype, key
+                np.testing.assert_array_equal(batch[key][i].numpy(), expected[key], err_msg=f"{mode} {key} {i}")
+        assert batch["box_prob"].sum() > 0 and batch["small_instance"].any()
+
+
+def test_torch_targets_of_a_scene_without_things():
+    from casnet_core.device_targets import build_targets_torch
+
+    labels = torch.full((2, 16, 32), ROAD, dtype=torch.uint8)
+    targets = build_targets_torch(labels, labels.int(), mode="panoptic", stride=4)
+    assert not targets["thing_mask"].any() and targets["box_prob"].sum() == 0
+    assert (targets["attributes"] == 0).all() and targets["semantic"].shape == (2, 4, 8)
+    with pytest.raises(ValueError, match="multiple of stride"):
+        build_targets_torch(labels[:, :15], labels[:, :15].int(), mode="panoptic", stride=4)

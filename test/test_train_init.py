@@ -1,0 +1,76 @@
+"""``casnet train --init CKPT``: a new run that starts from a checkpoint's weights, with a fresh optimizer,
+schedule and step count; a checkpoint of another class space or model is refused with one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from casnet_core.checkpoint import read_checkpoint, save_checkpoint
+from casnet_core.cli import main
+from casnet_core.config import load_config
+from casnet_core.model import build_casnet
+from casnet_core.train import TrainingError, train
+
+# The model of conftest's tiny_checkpoint; tiny crops; BN frozen and a negligible lr so that the weights of a
+# one-step run are those it started from.
+TINY = ["model.backbone=hrnet_w18_small", "model.fusion_channels=32", "model.head_channels=16",
+        "data.short_side=[128,128]", "data.crop_size=[128,256]", "data.workers=0", "solver.batch_size=2",
+        "solver.eval_every=0", "solver.log_every=1"]
+STILL = ["solver.lr=1e-12", "solver.weight_decay=0", "solver.freeze_bn=true"]
+
+
+def _weights(path):
+    return read_checkpoint(path)["model"]
+
+
+def _max_difference(a, b):
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def test_init_loads_the_weights_and_starts_a_fresh_schedule(synth_root, tmp_path):
+    # A first run of 2 steps at a real lr: its last.pt holds optimizer state, step 2 and a decayed lr.
+    first = load_config(None, TINY + ["solver.lr=0.05", "solver.lr_steps=[0]", "solver.epochs=2"])
+    train(first, synth_root, tmp_path / "first", device="cpu", max_iters=2, progress=False)
+    source = tmp_path / "first" / "last.pt"
+    assert read_checkpoint(source)["step"] == 2
+
+    config = load_config(None, TINY + STILL)
+    train(config, synth_root, tmp_path / "second", device="cpu", max_iters=1, progress=False, init=source)
+    state = read_checkpoint(tmp_path / "second" / "last.pt")
+    assert state["step"] == 1  # counted from 0, not from the source's 2
+    rows = [json.loads(line) for line in (tmp_path / "second" / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["lr"] == pytest.approx(1e-12)  # the new config's schedule, not the source's decayed lr
+    assert _max_difference(state["model"], _weights(source)) < 1e-6
+
+    # Without --init the same run starts from random weights.
+    train(config, synth_root, tmp_path / "scratch", device="cpu", max_iters=1, progress=False)
+    assert _max_difference(_weights(tmp_path / "scratch" / "last.pt"), _weights(source)) > 1e-2
+
+
+def test_init_refuses_another_class_space_or_model(synth_root, tmp_path, capsys):
+    def casnet_train(checkpoint):
+        return main(["train", "--config", "/dev/null", "--data", str(synth_root), "--out", str(tmp_path / "run"),
+                     "--device", "cpu", "--max-iters", "1", "--init", str(checkpoint), *TINY])
+
+    torch.manual_seed(0)
+    instance = save_checkpoint(tmp_path / "instance.pt",
+                               build_casnet("hrnet_w18_small", mode="instance", fusion_channels=32, head_channels=16))
+    assert casnet_train(instance) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "class space" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()  # refused before anything was written
+
+    wider = save_checkpoint(tmp_path / "wider.pt",
+                            build_casnet("hrnet_w18_small", mode="panoptic", fusion_channels=48, head_channels=16))
+    assert casnet_train(wider) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fusion_channels" in err and "Traceback" not in err
+
+
+def test_init_and_resume_exclude_each_other(synth_root, tiny_checkpoint, tmp_path):
+    with pytest.raises(TrainingError, match="--init"):
+        train(load_config(None, TINY), synth_root, tmp_path / "run", device="cpu", max_iters=1, resume=True,
+              init=tiny_checkpoint, progress=False)

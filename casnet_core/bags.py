@@ -7,9 +7,11 @@ Reading (``read_frames``): the camera topic, ``sensor_msgs/msg/Image`` in any en
 ``casnet_core.image_encoding`` or ``sensor_msgs/msg/CompressedImage`` (the ``.../compressed`` topics
 ``image_transport`` records), decoded to RGB by that one shared decoder; and, when the bag has one,
 a panoptic ground-truth topic (``sensor_msgs/msg/Image``, encoding ``32SC1`` or ``16UC1``, Cityscapes
-panoptic ids) whose messages are matched to the frames by header stamp. A frame that cannot be decoded comes back
-with its ``error`` set (the caller counts and skips it); a bag that cannot be read at all raises
-``BagError`` with a one-line message.
+panoptic ids) whose messages are matched to the frames by header stamp, wherever they lie in the bag. Frames are
+keyed by their position on the camera topic, never by stamp: frames that share a stamp all come back. A frame
+that cannot be decoded comes back with its ``error`` set (the caller counts and skips it), a frame without
+ground truth with ``gt_error`` saying why; a bag that cannot be read at all raises ``BagError`` with a one-line
+message.
 
 Writing (``BagWriter``): standard ``sensor_msgs`` messages (Image, CompressedImage, CameraInfo) of the
 ROS 2 Humble type store, so any rosbag2 tool opens the bag, plus the node's outputs
@@ -26,7 +28,6 @@ import sqlite3
 import struct
 import sys
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -54,8 +55,6 @@ PANOPTIC_ENCODING = WIDE_PANOPTIC_ENCODING
 STORAGES = ("sqlite3", "mcap")
 # Interface packages of the node's outputs whose .msg definitions the type store needs.
 INTERFACE_PACKAGES = ("casnet_msgs", "vision_msgs")
-# Ground truth may arrive after its image; this many frames wait for it before they go on without.
-_GT_WAIT_FRAMES = 16
 # rosbag2 metadata version 8 (the oldest rosbags writes): read by Humble and every later rosbag2.
 _BAG_VERSION = 8
 
@@ -337,11 +336,14 @@ class _Bag:
     def topics(self) -> dict[str, Any]:
         return self._reader.topics
 
-    def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, bytes]]:
-        """(topic, msgtype, receive time ns, raw CDR) of ``topics`` in receive-time order."""
+    def messages(self, topics: Sequence[str], start_ns: int | None = None,
+                 stop_ns: int | None = None) -> Iterator[tuple[str, str, int, bytes]]:
+        """(topic, msgtype, receive time ns, raw CDR) of ``topics`` in receive-time order; only those received
+        in [start_ns, stop_ns) when given."""
         connections = [c for c in self._reader.connections if c.topic in topics]
         try:
-            for connection, time_ns, rawdata in self._reader.messages(connections=connections):
+            for connection, time_ns, rawdata in self._reader.messages(connections=connections, start=start_ns,
+                                                                      stop=stop_ns):
                 yield connection.topic, connection.msgtype, time_ns, rawdata
         except _read_errors() as error:
             raise BagError(f"{self.path} is corrupt or truncated: {one_line(error)}") from None
@@ -430,8 +432,9 @@ class BagFrame:
     index: position of the frame on its topic (0, 1, ...); stamp_ns: header stamp; time_ns: receive time
     in the bag; frame_id: header frame_id; image_rgb: (H, W, 3) uint8 RGB (often a view of the message
     buffer), None when it cannot be decoded, ``error`` then says why; panoptic_gt: (H, W) int32 Cityscapes
-    panoptic ground truth with the same stamp, or None; msgtype and rawdata: the camera message as
-    recorded (CDR), for replaying it unchanged; decode_s: seconds the decoding took.
+    panoptic ground truth with the same stamp, or None, ``gt_error`` then says why when the bag has a
+    ground-truth topic; msgtype and rawdata: the camera message as recorded (CDR), for replaying it unchanged;
+    decode_s: seconds the decoding took.
     """
 
     index: int
@@ -444,6 +447,7 @@ class BagFrame:
     msgtype: str
     rawdata: bytes
     decode_s: float = 0.0
+    gt_error: str | None = None
 
 
 def panoptic_from_image_message(message: Any) -> np.ndarray:
@@ -477,46 +481,71 @@ def find_topics(path: str | os.PathLike, image_topic: str | None = None, gt_topi
         return BagTopics(topic, msgtype, gt_topic, int(bag.topics()[topic].msgcount))
 
 
+def cdr_header_stamp_ns(data: bytes) -> int:
+    """The header stamp of a serialized message that starts with a std_msgs/Header (Image, CompressedImage and the
+    node's outputs do): after the 4-byte CDR encapsulation, int32 sec and uint32 nanosec in its byte order.
+    struct.error for data too short."""
+    sec, nanosec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
+    return sec * 10**9 + nanosec
+
+
+# Why a frame of a bag with a ground-truth topic has none (BagFrame.gt_error).
+NO_GT_WITH_STAMP = "no ground-truth message with its stamp"
+FEWER_GT_THAN_FRAMES = "fewer ground-truth messages with its stamp than frames"
+GT_UNDECODABLE = "ground truth cannot be decoded"
+
+
 def read_frames(path: str | os.PathLike, image_topic: str | None = None,
                 gt_topic: str | None = None) -> Iterator[BagFrame]:
     """The camera frames of a bag in recorded order, decoded, each with its ground truth when the bag
     has a panoptic ground-truth topic (``gt_topic``, default PANOPTIC_GT_TOPIC when present).
 
     ``image_topic``: the camera topic; found by itself when the bag has exactly one.
+    Frames are numbered by their position on the topic; the ground truth of a frame is the message with its
+    header stamp, recorded anywhere in the bag (the n-th frame with a stamp gets the n-th message with it).
     Raises BagError (one line) for a bag that cannot be read or a topic that is missing or ambiguous;
-    a frame that cannot be decoded is yielded with ``error`` set and ``image_rgb`` None.
+    a frame that cannot be decoded is yielded with ``error`` set and ``image_rgb`` None, a frame without
+    ground truth with ``gt_error`` set.
     """
     with _Bag(path) as bag:
         topic, msgtype, gt_topic = _select_topics(bag, image_topic, gt_topic)
-        # Frames wait here (by stamp) until their ground truth arrives, or until too many wait.
-        waiting: OrderedDict[int, BagFrame] = OrderedDict()
-        ground_truth: OrderedDict[int, np.ndarray] = OrderedDict()
-        index = 0
-        for message_topic, message_type, time_ns, rawdata in bag.messages([topic, gt_topic] if gt_topic else [topic]):
-            if message_topic == topic:
+        if gt_topic is None:
+            for index, (_, message_type, time_ns, rawdata) in enumerate(bag.messages([topic])):
+                yield _frame(bag, index, message_type, time_ns, rawdata)
+            return
+        # Where each stamp's ground truth lies: its receive time and rank among the messages received then.
+        # Read from the raw headers (no image decoded), so the ground truth can come at any distance from its
+        # image without holding frames in memory.
+        located: dict[int, list[tuple[int, int]]] = {}
+        received_at: dict[int, int] = {}
+        for _, _, time_ns, rawdata in bag.messages([gt_topic]):
+            rank = received_at[time_ns] = received_at.get(time_ns, -1) + 1
+            try:
+                located.setdefault(cdr_header_stamp_ns(rawdata), []).append((time_ns, rank))
+            except (struct.error, IndexError):
+                continue  # too short to hold a header: no frame can claim it
+        with _Bag(path) as ground_truth_bag:  # a second reader that fetches them while the first reads frames
+            frames_with_stamp: dict[int, int] = {}
+            for index, (_, message_type, time_ns, rawdata) in enumerate(bag.messages([topic])):
                 frame = _frame(bag, index, message_type, time_ns, rawdata)
-                index += 1
-                if gt_topic is None:
-                    yield frame
-                    continue
-                frame.panoptic_gt = ground_truth.pop(frame.stamp_ns, None)
-                waiting[frame.stamp_ns] = frame
-            else:
-                try:
-                    message = bag.deserialize(rawdata, message_type)
-                    stamp, panoptic = stamp_ns(message.header), panoptic_from_image_message(message)
-                except Exception:  # a malformed ground-truth message: those frames go unevaluated
-                    continue
-                if stamp in waiting:
-                    waiting[stamp].panoptic_gt = panoptic
+                nth = frames_with_stamp[frame.stamp_ns] = frames_with_stamp.get(frame.stamp_ns, -1) + 1
+                places = located.get(frame.stamp_ns, [])
+                if nth < len(places):
+                    frame.panoptic_gt, frame.gt_error = _ground_truth(ground_truth_bag, gt_topic, *places[nth])
                 else:
-                    ground_truth[stamp] = panoptic
-                    while len(ground_truth) > _GT_WAIT_FRAMES:
-                        ground_truth.popitem(last=False)
-            while waiting and (next(iter(waiting.values())).panoptic_gt is not None or len(waiting) > _GT_WAIT_FRAMES):
-                yield waiting.popitem(last=False)[1]
-        while waiting:
-            yield waiting.popitem(last=False)[1]
+                    frame.gt_error = FEWER_GT_THAN_FRAMES if places else NO_GT_WITH_STAMP
+                yield frame
+
+
+def _ground_truth(bag: _Bag, topic: str, time_ns: int, rank: int) -> tuple[np.ndarray | None, str | None]:
+    """(panoptic ids, None) of the ``rank``-th ground-truth message received at ``time_ns``, or (None, why)."""
+    for position, (_, message_type, _, rawdata) in enumerate(bag.messages([topic], time_ns, time_ns + 1)):
+        if position == rank:
+            try:
+                return panoptic_from_image_message(bag.deserialize(rawdata, message_type)), None
+            except Exception as error:  # a malformed ground-truth message: this frame goes unevaluated
+                return None, f"{GT_UNDECODABLE}: {one_line(error)}"
+    return None, NO_GT_WITH_STAMP
 
 
 def _frame(bag: _Bag, index: int, msgtype: str, time_ns: int, rawdata: bytes) -> BagFrame:

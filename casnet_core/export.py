@@ -229,7 +229,8 @@ def compare_with_torch(model: nn.Module, network: OnnxNetwork,
             for name, reference in expected.items():
                 difference = (got[name].cpu() - reference.float().cpu()).abs().max().item()
                 row = report.setdefault(name, {"max_abs_diff": 0.0, "max_abs_value": 0.0})
-                row["max_abs_diff"] = max(row["max_abs_diff"], difference)
+                # NaN wins (builtin max would drop it): a non-finite output never passes the check.
+                row["max_abs_diff"] = float(np.maximum(row["max_abs_diff"], difference))
                 row["max_abs_value"] = max(row["max_abs_value"], reference.abs().max().item())
     finally:
         model.train(was_training)
@@ -246,8 +247,33 @@ def agrees(report: dict[str, dict[str, float]], *, atol: float = CHECK_ATOL, rto
 # ----------------------------------------------------------------------------------------------
 
 
+def model_mode(path: str | os.PathLike) -> str:
+    """The mode ("panoptic" or "instance") of a checkpoint or of an ONNX export (from its metadata), read
+    without running it; ValueError (CheckpointError for a checkpoint) with one line for a file that is neither."""
+    if str(path).lower().endswith(".onnx"):
+        import onnx
+
+        from casnet_core.errors import one_line
+
+        if not Path(path).is_file():
+            raise ValueError(f"ONNX file not found: {path}")
+        try:
+            proto = onnx.load_model(str(path), load_external_data=False)
+        except Exception as error:  # protobuf raises its own types for foreign files
+            raise ValueError(f"{path} is not a readable ONNX file: {one_line(error)}") from None
+        meta = {prop.key: prop.value for prop in proto.metadata_props}
+        if meta.get("casnet_format") != FORMAT or meta.get("mode") not in ("panoptic", "instance"):
+            raise ValueError(f"{path} is not a CASNet export (metadata casnet_format {meta.get('casnet_format')!r}): "
+                             "write it with `casnet export`")
+        return meta["mode"]
+    from casnet_core.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)["mode"]
+
+
 def _main(args: argparse.Namespace) -> int:
     from casnet_core.checkpoint import CheckpointError, load_model
+    from casnet_core.formats import check_outputs_spare_inputs
 
     if args.checkpoint is None:
         from casnet_core import default_model_path
@@ -256,21 +282,31 @@ def _main(args: argparse.Namespace) -> int:
             args.checkpoint = str(default_model_path())
         except FileNotFoundError as error:
             raise SystemExit(f"casnet export: no --checkpoint given and {error}") from error
+    out = Path(args.out)
+    if out.is_dir() or args.out.endswith(os.sep):
+        raise SystemExit(f"casnet export: --out {out} is a folder: give the file to write, e.g. {out / 'casnet.onnx'}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise SystemExit(f"casnet export: --out {out}: {out.parent} is not a folder")
     try:
+        check_outputs_spare_inputs([("--out", out)], [("--checkpoint", args.checkpoint)], command="export")
         model, _ = load_model(args.checkpoint, map_location="cpu")
-    except CheckpointError as error:
+    except (CheckpointError, ValueError) as error:
         raise SystemExit(f"casnet export: {error}") from error
-    data = export_onnx(model, args.out, opset=args.opset)
-    print(f"wrote {args.out} ({len(data) / 1e6:.1f} MB, opset {args.opset}, input {INPUT_NAME!r} "
-          f"(N, 3, H, W) float32 RGB 0..255, H and W multiples of {model.size_divisor})")
+    # Checked before it is written: a file that fails the check never replaces a good export.
+    data = export_onnx(model, opset=args.opset)
     report = compare_with_torch(model, OnnxNetwork(data, device="cpu"), [tuple(s) for s in args.check_size])
     sizes = ", ".join(f"{h}x{w}" for h, w in args.check_size)
     print(f"onnxruntime vs PyTorch on generated scenes ({sizes}):")
     for name, row in report.items():
         print(f"  {name:11s} max abs diff {row['max_abs_diff']:.2e} (max |value| {row['max_abs_value']:.3g})")
     if not agrees(report):
+        kept = "left as it was" if out.exists() else "not written"
         raise SystemExit(f"casnet export: onnxruntime disagrees with PyTorch beyond atol {CHECK_ATOL} + "
-                         f"rtol {CHECK_RTOL} x |value|; {args.out} is not to be trusted")
+                         f"rtol {CHECK_RTOL} x |value| (or gives non-finite values): {out} {kept}")
+    with atomic_write(out) as f:
+        f.write(data)
+    print(f"wrote {out} ({len(data) / 1e6:.1f} MB, opset {args.opset}, input {INPUT_NAME!r} "
+          f"(N, 3, H, W) float32 RGB 0..255, H and W multiples of {model.size_divisor})")
     return 0
 
 

@@ -13,7 +13,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -64,14 +64,35 @@ def partial_writes(path: str | os.PathLike) -> list[Path]:
     return sorted(path.parent.glob(f"{_partial_prefix(path)}*.tmp"))
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file that replaces ``path`` only once it is written whole: written beside it (``.NAME.*.tmp``),
-    flushed to disk and renamed over it, so a crash or a SIGKILL mid-write never leaves a torn file."""
+    flushed to disk and renamed over it, so a crash or a SIGKILL mid-write never leaves a torn file.
+
+    The file gets the mode of the file it replaces, else that of a new file (0666 less the umask): mkstemp's
+    0600 would hide checkpoints, ONNX files and metrics from the other users that run or read them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_partial_prefix(path), suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -80,3 +101,27 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether paths ``a`` and ``b`` (resolved, links followed) are the same or one lies inside the other."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_outputs_spare_inputs(written: Sequence[tuple[str, str | os.PathLike]],
+                               inputs: Sequence[tuple[str, str | os.PathLike | None]], *, command: str) -> None:
+    """Raises ValueError (one line) when a path that ``command`` writes or empties is, contains or lies inside
+    one of its inputs: no command ever writes into, replaces or deletes what it reads.
+
+    Args:
+        written: (option that chooses it, e.g. "--out"; path written or emptied).
+        inputs: (option, e.g. "--data"; its path, or None when not given).
+        command: e.g. "eval", for the message.
+    """
+    for option, target in written:
+        for input_option, source in inputs:
+            if source is not None and overlaps(target, source):
+                raise ValueError(f"{option} would write {Path(target).resolve()}, which overlaps {input_option} "
+                                 f"{Path(source).resolve()}: {command} never writes into its inputs, "
+                                 f"choose another {option}")

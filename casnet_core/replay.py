@@ -28,7 +28,13 @@ through ``ReplayRecorder`` and write to DIR:
 
 Ground truth is a ``sensor_msgs/Image`` topic (32SC1 Cityscapes panoptic ids, ``PANOPTIC_GT_TOPIC`` by
 default) whose header stamps equal the camera's. A frame that cannot be decoded is counted as failed,
-reported and skipped.
+reported and skipped. ``metrics.json`` (``ground_truth``) and the summary say how many frames had no usable
+ground truth, and why.
+
+The inputs are never written: an ``--out`` whose outputs would be, contain or lie inside the bag or the
+checkpoint is refused, and an ``--out`` that already holds a replay's outputs is refused unless ``--overwrite``
+is given (then those outputs, and only those, are replaced). Both checks come before anything is written or
+started. A replay stopped by SIGINT or SIGTERM closes the output bag with every frame processed so far.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -49,6 +56,7 @@ import cv2
 import numpy as np
 
 from casnet_core import bags
+from casnet_core.errors import one_line
 from casnet_core.predictor import Instance, Prediction
 
 OUTPUT_NAMESPACE = "/casnet"
@@ -66,6 +74,44 @@ MOSAIC_FRAMES = 4
 MOSAIC_TILE_WIDTH = 512
 # Failures listed one by one in metrics.json (all are counted).
 _LISTED_FAILURES = 50
+# What a replay writes under --out: never written over without --overwrite.
+REPLAY_OUTPUTS = ("bag", "frames", "evaluation", "metrics.json", "mosaic.png", "casnet_node.log")
+
+
+def check_output(out_dir: str | os.PathLike, inputs: Sequence[tuple[str, str | os.PathLike | None]], *,
+                 overwrite: bool = False) -> list[Path]:
+    """Raises ValueError (one line) unless a replay may write ``out_dir``: a folder (or nothing yet) whose outputs
+    (REPLAY_OUTPUTS) neither overlap an input (``inputs``: (option, path or None)) nor exist already, unless
+    ``overwrite``. Returns the outputs that exist (replaced with ``overwrite``). Touches nothing."""
+    from casnet_core.formats import check_outputs_spare_inputs
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder")
+    for parent in out_dir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out {out_dir}: {parent} is not a folder")
+    check_outputs_spare_inputs([("--out", out_dir / name) for name in REPLAY_OUTPUTS], inputs, command="replay")
+    held = [out_dir / name for name in REPLAY_OUTPUTS if (out_dir / name).exists() or (out_dir / name).is_symlink()]
+    if held and not overwrite:
+        raise ValueError(f"--out {out_dir} already holds a replay ({', '.join(p.name for p in held)}): add "
+                         "--overwrite to replace it, or choose another --out")
+    return held
+
+
+def prepare_output(out_dir: str | os.PathLike, inputs: Sequence[tuple[str, str | os.PathLike | None]], *,
+                   overwrite: bool = False) -> Path:
+    """``check_output``, then removes the outputs of an earlier replay (``overwrite``) and creates ``out_dir``."""
+    out_dir = Path(out_dir)
+    for path in check_output(out_dir, inputs, overwrite=overwrite):
+        if path.name == "bag" and path.is_dir() and not path.is_symlink():
+            bags.remove_bag(path)  # refuses a folder that is not a bag
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
 
 
 def frame_name(index: int) -> str:
@@ -146,25 +192,28 @@ class ReplayRecorder:
     metrics and writes ``metrics.json``.
 
     Args:
-        out_dir: output folder (created).
+        out_dir: output folder (created; see ``prepare_output``): its ``bag`` must not exist.
         storage: storage of the output bag, "sqlite3" or "mcap".
         mode: "panoptic" or "instance", the predictor's mode.
         total_frames: frames expected (chooses the mosaic frames and sizes the progress bar).
+        gt_topic: the bag's ground-truth topic, None without one.
         evaluate: write frames with ground truth and evaluate them at the end.
         progress: show a tqdm progress bar.
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, storage: str, mode: str, total_frames: int,
-                 evaluate: bool = True, progress: bool = True) -> None:
+                 gt_topic: str | None = None, evaluate: bool = True, progress: bool = True) -> None:
         from tqdm import tqdm
 
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.mode = mode
         self.bag_path = self.out_dir / "bag"
-        bags.remove_bag(self.bag_path)
-        self._bag = bags.BagWriter(self.bag_path, storage).__enter__()
+        self._bag = bags.BagWriter(self.bag_path, storage).__enter__()  # BagError when it exists: never replaced
         self._evaluate = evaluate
+        self.gt_topic = gt_topic
+        # Frames without usable ground truth, by reason (with a ground-truth topic).
+        self.without_ground_truth: dict[str, int] = {}
         self._frames_root = self.out_dir / "frames"
         self._results_writer = None
         self.counts = {"received": 0, "processed": 0, "dropped": 0, "failed": 0, "evaluated": 0}
@@ -181,6 +230,10 @@ class ReplayRecorder:
         self.counts["received"] += 1
         self.counts[result.status] += 1
         self._progress.update(1)
+        problem = self._ground_truth_problem(frame)
+        if problem is not None:
+            reason = problem.split(":")[0]  # the kind; the details are per frame
+            self.without_ground_truth[reason] = self.without_ground_truth.get(reason, 0) + 1
         if result.status != "processed":
             if result.status == "failed":
                 if len(self.failures) < _LISTED_FAILURES:
@@ -191,7 +244,7 @@ class ReplayRecorder:
         assert prediction is not None and result.latency_s is not None
         self.latencies_s.append(result.latency_s)
         self._write_outputs(result)
-        if self._evaluate and frame.panoptic_gt is not None and frame.image_rgb is not None:
+        if self._evaluate and problem is None and frame.panoptic_gt is not None:
             self._write_evaluation_frame(frame, prediction)
         if self._mosaic_targets and frame.index >= self._mosaic_targets[0] and frame.image_rgb is not None:
             while self._mosaic_targets and frame.index >= self._mosaic_targets[0]:
@@ -215,19 +268,9 @@ class ReplayRecorder:
 
         if self._results_writer is None:
             for folder in (self._frames_root / "leftImg8bit" / EVAL_SPLIT, self._frames_root / "gtFine" / EVAL_SPLIT):
-                shutil.rmtree(folder, ignore_errors=True)
-                (folder / EVAL_CITY).mkdir(parents=True)
+                (folder / EVAL_CITY).mkdir(parents=True, exist_ok=True)  # in an --out prepare_output made ready
             self._results_writer = CityscapesResultWriter(self.out_dir / "evaluation", EVAL_SPLIT)
         gt = frame.panoptic_gt
-        problem = None
-        if gt.shape != frame.image_rgb.shape[:2]:
-            problem = f"ground truth {gt.shape} does not fit the image {frame.image_rgb.shape[:2]}"
-        elif gt.min(initial=0) < 0 or gt.max(initial=0) > np.iinfo(np.uint16).max:
-            problem = "ground-truth ids outside 0..65535 (not Cityscapes ids)"
-        if problem is not None:
-            self.failures.append({"index": frame.index, "stamp_ns": frame.stamp_ns,
-                                  "error": problem + "; frame not evaluated"})
-            return
         name = frame_name(frame.index)
         image_dir = self._frames_root / "leftImg8bit" / EVAL_SPLIT / EVAL_CITY
         gt_dir = self._frames_root / "gtFine" / EVAL_SPLIT / EVAL_CITY
@@ -240,6 +283,29 @@ class ReplayRecorder:
         self._results_writer.add(name, EvalPrediction(prediction.panoptic, prediction.semantic, scores))
         self.counts["evaluated"] += 1
 
+    def _ground_truth_problem(self, frame: bags.BagFrame) -> str | None:
+        """Why ``frame`` has no usable ground truth (None: it has; or the bag has no ground-truth topic)."""
+        if self.gt_topic is None:
+            return None
+        gt = frame.panoptic_gt
+        if gt is None:
+            return frame.gt_error or bags.NO_GT_WITH_STAMP
+        if frame.image_rgb is None:
+            return None  # a failed frame: counted as failed, its ground truth is not in question
+        if gt.shape != frame.image_rgb.shape[:2]:
+            return f"ground truth does not fit the image: {gt.shape} vs {frame.image_rgb.shape[:2]}"
+        if gt.min(initial=0) < 0 or gt.max(initial=0) > np.iinfo(np.uint16).max:
+            return "ground-truth ids outside 0..65535: not Cityscapes ids"
+        return None
+
+    def ground_truth_summary(self) -> dict[str, Any] | None:
+        """``metrics.json``'s ``ground_truth``: the topic, frames with and without usable ground truth, and why."""
+        if self.gt_topic is None:
+            return None
+        without = sum(self.without_ground_truth.values())
+        return {"topic": self.gt_topic, "frames_with": self.counts["received"] - without, "frames_without": without,
+                "why": dict(sorted(self.without_ground_truth.items(), key=lambda item: -item[1]))}
+
     # ---------------------------------------------------------------- the end
     def close(self, wall_s: float, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Closes the bag, evaluates, writes the mosaic and ``metrics.json``; returns the metrics."""
@@ -250,6 +316,7 @@ class ReplayRecorder:
         metrics["throughput_fps"] = self.counts["processed"] / wall_s if wall_s > 0 else None
         metrics["wall_s"] = wall_s
         metrics["accuracy"] = self._accuracy()
+        metrics["ground_truth"] = self.ground_truth_summary()
         metrics["failures"] = self.failures
         outputs = {"bag": str(self.bag_path)}
         if self._mosaic_rows:
@@ -282,7 +349,7 @@ class ReplayRecorder:
             return run_official_evaluators(self._frames_root, EVAL_SPLIT, self._results_writer, mode=self.mode)
         except (RuntimeError, ValueError, FileNotFoundError) as error:
             # e.g. the panoptic evaluator needs a thing and a stuff segment: report, keep the rest
-            return {"error": " ".join(str(error).split())}
+            return {"error": one_line(error)}
 
 
 def latency_summary(latencies_s: Iterable[float]) -> dict[str, float | None]:
@@ -335,7 +402,13 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
              f"latency ms: p50 {ms(latency['p50'])}  p90 {ms(latency['p90'])}  p99 {ms(latency['p99'])}  "
              f"max {ms(latency['max'])};  throughput {metrics['throughput_fps'] or 0:.2f} frames/s"]
     accuracy = metrics.get("accuracy")
-    if accuracy and "error" in accuracy:
+    ground_truth = metrics.get("ground_truth")
+    failures = metrics.get("failures") or []
+    if frames["received"] and not frames["processed"]:
+        first = f"; the first: {failures[0]['error']}" if failures else ""
+        lines.append(f"accuracy: not computed: none of the {frames['received']} frames was processed "
+                     f"({frames['failed']} failed, {frames['dropped']} dropped{first})")
+    elif accuracy and "error" in accuracy:
         lines.append(f"accuracy: not computed: {accuracy['error']}")
     elif accuracy:
         def pct(key: str) -> str:
@@ -343,8 +416,13 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
             return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
         lines.append(f"accuracy on {frames['evaluated']} frames: " + "  ".join(f"{k} {pct(k)}" for k in ACCURACY_KEYS))
+    elif not ground_truth:
+        lines.append("accuracy: no ground-truth topic in the bag")
     else:
-        lines.append("accuracy: no ground truth in the bag")
+        lines.append("accuracy: not computed: no processed frame has usable ground truth")
+    if ground_truth and ground_truth["frames_without"]:
+        lines.append(f"frames without usable ground truth: {ground_truth['frames_without']} of {frames['received']} ("
+                     + "; ".join(f"{count} {why}" for why, count in ground_truth["why"].items()) + ")")
     lines.append("outputs: " + ", ".join(f"{k} {v}" for k, v in metrics.get("outputs", {}).items()))
     return "\n".join(lines)
 
@@ -365,14 +443,18 @@ def replay(
     storage: str | None = None,
     progress: bool = True,
     info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    checkpoint: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Replays ``bag`` through ``predictor`` (a ``casnet_core.predictor.Predictor``) in this process and
-    writes ``out_dir`` (see the module docstring); returns the metrics. Raises bags.BagError for a bag
-    that cannot be used."""
+    writes ``out_dir`` (see the module docstring; ``overwrite``: replace an earlier replay there; ``checkpoint``:
+    the predictor's file, protected like the bag); returns the metrics. Raises bags.BagError for a bag
+    that cannot be used, ValueError for an ``out_dir`` that cannot be written (``check_output``)."""
     topics = bags.find_topics(bag, image_topic, gt_topic)
     total = topics.frames if max_frames is None else min(topics.frames, max_frames)
+    prepare_output(out_dir, [("--bag", bag), ("--checkpoint", checkpoint)], overwrite=overwrite)
     recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=predictor.mode,
-                              total_frames=total, progress=progress)
+                              total_frames=total, gt_topic=topics.gt_topic, progress=progress)
     start = time.perf_counter()
     try:
         for frame in islice(bags.read_frames(bag, topics.image_topic, topics.gt_topic), max_frames):
@@ -393,7 +475,7 @@ def predict_frame(predictor: Any, frame: bags.BagFrame) -> FrameResult:
     try:
         prediction = predictor.predict(frame.image_rgb)
     except (ValueError, RuntimeError) as error:  # e.g. an image too small for the network
-        return FrameResult(frame, "failed", error=f"{type(error).__name__}: {' '.join(str(error).split())}")
+        return FrameResult(frame, "failed", error=f"{type(error).__name__}: {one_line(error)}")
     latency_s = frame.decode_s + time.perf_counter() - start
     return FrameResult(frame, "processed", prediction=prediction, latency_s=latency_s)
 
@@ -414,7 +496,8 @@ def checkpoint_from_args(args: argparse.Namespace) -> Path:
 
 def _main(args: argparse.Namespace) -> int:
     from casnet_core.checkpoint import CheckpointError
-    from casnet_core.predictor import thresholds_from_args
+    from casnet_core.export import model_mode
+    from casnet_core.predictor import resolve_device
 
     if not args.live and (args.rate is not None or args.max_rate):
         print("casnet replay: error: --rate and --max-rate pace the live replay: add --live", file=sys.stderr)
@@ -422,30 +505,136 @@ def _main(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         print("casnet replay: error: --frames must be at least 1", file=sys.stderr)
         return 2
-    if args.rate is not None and not args.rate > 0:
-        print("casnet replay: error: --rate must be positive", file=sys.stderr)
+    if args.rate is not None and not (args.rate > 0 and math.isfinite(args.rate)):
+        print("casnet replay: error: --rate must be a positive number", file=sys.stderr)
         return 2
-    thresholds = thresholds_from_args(args)
+    if args.domain_id is not None and not 0 <= args.domain_id <= 232:
+        print("casnet replay: error: --domain-id must be from 0 to 232 (ROS_DOMAIN_ID)", file=sys.stderr)
+        return 2
     try:
-        bags.find_topics(args.bag, args.image_topic, args.gt_topic)  # a bad bag fails before anything starts
+        # Everything that can be checked is, before anything is written or started.
+        device = resolve_device(args.device)
+        bags.find_topics(args.bag, args.image_topic, args.gt_topic)
         checkpoint = checkpoint_from_args(args)
-        if args.live:
-            # The live replay drives a ROS node through rclpy: it runs in casnet_ros, in a process of its own,
-            # so that casnet_core never imports ROS.
-            return subprocess.call([sys.executable, "-m", "casnet_ros.live_replay", *live_arguments(args)])
-        from casnet_core.predictor import Predictor
+        mode = model_mode(checkpoint)
+        check_output(args.out, [("--bag", args.bag), ("--checkpoint", checkpoint)], overwrite=args.overwrite)
+    except (bags.BagError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    if args.live:
+        # The live replay drives a ROS node through rclpy: it runs in casnet_ros, in a process of its own,
+        # so that casnet_core never imports ROS.
+        return run_child([sys.executable, "-m", "casnet_ros.live_replay", *live_arguments(args)])
+    from casnet_core.predictor import Predictor, thresholds_from_args
 
-        predictor = Predictor.from_checkpoint(str(checkpoint), device=args.device, **thresholds)
-        metrics = replay(args.bag, args.out, predictor, image_topic=args.image_topic, gt_topic=args.gt_topic,
-                         max_frames=args.frames, storage=args.storage,
-                         info={"checkpoint": str(checkpoint), "device": str(predictor.device)})
-    except (bags.BagError, CheckpointError, FileNotFoundError) as error:
-        print(f"casnet replay: error: {error}", file=sys.stderr)
+    interrupted = []
+    try:
+        with interrupts_raise(interrupted):
+            predictor = Predictor.from_checkpoint(str(checkpoint), device=str(device), **thresholds_from_args(args))
+            metrics = replay(args.bag, args.out, predictor, image_topic=args.image_topic, gt_topic=args.gt_topic,
+                             max_frames=args.frames, storage=args.storage, overwrite=args.overwrite,
+                             checkpoint=checkpoint, info={"checkpoint": str(checkpoint), "device": str(predictor.device),
+                                                          "mode": mode})
+    except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        signum = interrupted[0] if interrupted else signal.SIGINT
+        print(f"casnet replay: interrupted by {signal.Signals(signum).name}: {Path(args.out) / 'bag'} holds the "
+              "frames processed so far (no metrics)", file=sys.stderr)
+        return 128 + signum
     print(format_summary(metrics))
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Signals: a replay stopped by SIGINT or SIGTERM closes its bag; its child processes never outlive it
+# ----------------------------------------------------------------------------------------------
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _prctl() -> Any:
+    """libc's prctl (Linux), or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def child_process_options(*, default_sigint: bool = False) -> dict[str, Any]:
+    """``subprocess.Popen`` options for a child that must never outlive this process: its own session (a Ctrl-C
+    at the terminal reaches this process only, which stops the child in order), and, on Linux, SIGTERM to the
+    child when this process dies, even by SIGKILL (``PR_SET_PDEATHSIG``). ``default_sigint``: SIGINT back to its
+    default in the child (a background job inherits it ignored)."""
+    prctl, parent = _prctl(), os.getpid()
+
+    def in_child() -> None:  # between fork and exec: only async-signal-safe work
+        if default_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before prctl: nobody would signal
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return {"start_new_session": True, "preexec_fn": in_child}
+
+
+def run_child(command: Sequence[str]) -> int:
+    """Runs ``command`` (``child_process_options``) to its end; SIGINT, SIGTERM and SIGHUP received meanwhile
+    are passed on to it (it stops in order: for the live replay, its bag closed and its node stopped).
+    Returns its exit status (128 + N when signal N ended it)."""
+    child = subprocess.Popen(list(command), **child_process_options())
+
+    def forward(signum: int, frame: Any) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {}
+    try:
+        for signum in STOP_SIGNALS:
+            try:
+                previous[signum] = signal.signal(signum, forward)
+            except ValueError:  # not the main thread: no handlers, the child dies with this process anyway
+                break
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child.poll() is None:  # an error in this process: the child must not go on alone
+            child.kill()
+            child.wait()
+    return 128 - code if code < 0 else code
+
+
+class interrupts_raise:
+    """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt as SIGINT does, so that ``finally`` blocks run
+    and the output bag is closed; the signal's number is appended to ``received``. No-op outside the main thread."""
+
+    def __init__(self, received: list[int]) -> None:
+        self.received = received
+        self._previous: dict[int, Any] = {}
+
+    def _raise(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "interrupts_raise":
+        for signum in STOP_SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._raise)
+            except ValueError:
+                break
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def live_arguments(args: argparse.Namespace) -> list[str]:
@@ -453,6 +642,7 @@ def live_arguments(args: argparse.Namespace) -> list[str]:
     from casnet_core.predictor import thresholds_from_args
 
     argv = ["--bag", str(args.bag), "--out", str(args.out), "--device", args.device, "--live"]
+    argv += ["--overwrite"] if args.overwrite else []
     options = {"--checkpoint": args.checkpoint, "--image-topic": args.image_topic, "--gt-topic": args.gt_topic,
                "--frames": args.frames, "--storage": args.storage, "--rate": args.rate, "--domain-id": args.domain_id}
     options.update({"--" + name.replace("_", "-"): value for name, value in thresholds_from_args(args).items()})
@@ -475,7 +665,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from casnet_core.predictor import add_threshold_arguments
 
     parser.add_argument("--bag", required=True, help="rosbag2 folder, or its .db3 / .mcap file")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (never one that overlaps --bag or --checkpoint)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs of an earlier replay in --out (refused without it)")
     parser.add_argument("--checkpoint", help="CASNet checkpoint (default: the packaged default model)")
     parser.add_argument("--image-topic", help="camera topic (default: the bag's only camera topic)")
     parser.add_argument("--gt-topic",

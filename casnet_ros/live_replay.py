@@ -12,12 +12,17 @@ with their recorded headers):
 * with ``max_rate``: each frame as soon as the node has answered the previous one.
 
 The node's ``/casnet/{panoptic,semantic,instances,detections}`` are received serialized, matched to
-the frames by header stamp, and recorded by ``casnet_core.replay.ReplayRecorder`` as published. A frame
-whose outputs never arrive, because the node answered a later frame first or did not answer within
+the frames by header stamp, and recorded by ``casnet_core.replay.ReplayRecorder`` as published. Each frame is
+sent with a stamp no other frame in flight has (a frame whose recorded stamp is taken is sent 1 ns later, and
+its outputs are recorded with its recorded stamp), so answers find their frame even when frames share a stamp.
+A frame whose outputs never arrive, because the node answered a later frame first or did not answer within
 ``frame_timeout``, counts as dropped. Latency: from publishing a frame to receiving its four outputs.
 
-The node is stopped with SIGINT (killed after a timeout) in every case; its output is in
-``DIR/casnet_node.log``.
+SIGINT, SIGTERM or SIGHUP stop the replay in order: no more frames are sent, the answers already received are
+recorded, the output bag is closed (readable, without metrics), the node is stopped; a second signal stops at
+once. The node is stopped with SIGINT (killed after a timeout) in every case, runs in its own session (a Ctrl-C
+at the terminal reaches the replay, which stops it), and gets SIGTERM when this process dies, even by SIGKILL;
+its output is in ``DIR/casnet_node.log``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from casnet_core import bags
-from casnet_core.replay import OUTPUT_TOPICS, FrameResult, ReplayRecorder, prediction_from_outputs
+from casnet_core.replay import (OUTPUT_TOPICS, STOP_SIGNALS, FrameResult, ReplayRecorder, child_process_options,
+                                prediction_from_outputs, prepare_output)
 from casnet_ros import transport
 
 LABEL_INFO_TOPIC = "/casnet/label_info"
@@ -54,9 +60,10 @@ class NodeProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         # SIGINT back to the default in the child: a background job inherits it ignored, and stop() needs it.
+        # Its own session, and SIGTERM when this process dies: the node never outlives the replay.
         self.process = subprocess.Popen([sys.executable, "-m", "casnet_ros.node", "--ros-args", *ros_arguments],
                                         env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                        **child_process_options(default_sigint=True))
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -87,6 +94,10 @@ class LiveReplayError(RuntimeError):
     """The node did not come up, died, or stopped answering."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """The replay was asked to stop (``stop`` set, by a signal): raised where stopping is safe."""
+
+
 def node_arguments(checkpoint: str | os.PathLike, *, image_topic: str, compressed: bool, device: str = "auto",
                    thresholds: Mapping[str, float | int] | None = None) -> list[str]:
     """The ``--ros-args`` of a casnet_node that processes ``image_topic`` with reliable input."""
@@ -102,11 +113,37 @@ def node_arguments(checkpoint: str | os.PathLike, *, image_topic: str, compresse
     return arguments
 
 
-def _cdr_stamp_ns(data: bytes) -> int:
-    """The header stamp of a serialized message that starts with a std_msgs/Header (all four outputs do):
-    after the 4-byte CDR encapsulation, int32 sec and uint32 nanosec in the encapsulation's byte order."""
-    sec, nanosec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
-    return sec * 10**9 + nanosec
+def _with_stamp(data: bytes, stamp_ns: int) -> bytes:
+    """A serialized message that starts with a std_msgs/Header (see ``bags.cdr_header_stamp_ns``), with its
+    header stamp set to ``stamp_ns`` (same length: the bytes are patched)."""
+    patched = bytearray(data)
+    struct.pack_into("<iI" if data[1] & 1 else ">iI", patched, 4, stamp_ns // 10**9, stamp_ns % 10**9)
+    return bytes(patched)
+
+
+def _restamped_outputs(outputs: Mapping[str, bytes], stamp_ns: int) -> dict[str, bytes]:
+    """The node's outputs for a frame sent with another stamp, every header (nested ones too) set back to the
+    frame's recorded ``stamp_ns``."""
+    from builtin_interfaces.msg import Time
+    from casnet_msgs.msg import PanopticFrame
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+
+    stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+    types = {"panoptic": Image, "semantic": Image, "instances": PanopticFrame, "detections": Detection2DArray}
+    restamped = {}
+    for name, data in outputs.items():
+        message = deserialize_message(data, types[name])
+        headers = [message.header]
+        if name == "instances":
+            headers.append(message.panoptic.header)
+        if name == "detections":
+            headers += [detection.header for detection in message.detections]
+        for header in headers:
+            header.stamp = stamp
+        restamped[name] = serialize_message(message)
+    return restamped
 
 
 class _Client:
@@ -159,7 +196,7 @@ class _Client:
     def _keeper(self, name: str) -> Callable[[bytes], None]:
         def keep(data: bytes) -> None:
             arrival = time.monotonic()
-            stamp = _cdr_stamp_ns(data)
+            stamp = bags.cdr_header_stamp_ns(data)
             with self._lock:
                 outputs = self._outputs.setdefault(stamp, {})
                 outputs[name] = (arrival, data)
@@ -205,15 +242,29 @@ def _prediction(outputs: Mapping[str, tuple[float, bytes]]) -> tuple[str, Any]:
 
 
 class _Pending:
-    """Frames sent and not answered yet, in sending order; resolves them as the node's answers arrive."""
+    """Frames sent and not answered yet, in sending order; resolves them as the node's answers arrive. Each frame
+    is sent with a stamp no frame sent before had (``send_stamp``), so an answer names exactly one frame."""
 
     def __init__(self, recorder: ReplayRecorder) -> None:
         self.recorder = recorder
         self.frames: OrderedDict[int, tuple[bags.BagFrame, float]] = OrderedDict()  # index -> (frame, send time)
+        self.index_of_stamp: dict[int, int] = {}  # stamp sent -> frame index, while pending
+        self.stamp_sent: dict[int, int] = {}  # frame index -> stamp sent, while pending
+        self._stamps_used: set[int] = set()
         self.last_answer = self.last_sent = time.monotonic()
 
-    def add(self, frame: bags.BagFrame, sent: float) -> None:
+    def send_stamp(self, frame: bags.BagFrame) -> int:
+        """The stamp to send ``frame`` with: its own, or the next free nanosecond when a frame had it."""
+        stamp = frame.stamp_ns
+        while stamp in self._stamps_used:
+            stamp += 1
+        return stamp
+
+    def add(self, frame: bags.BagFrame, sent: float, stamp: int) -> None:
         self.frames[frame.index] = (frame, sent)
+        self.index_of_stamp[stamp] = frame.index
+        self.stamp_sent[frame.index] = stamp
+        self._stamps_used.add(stamp)
         self.last_sent = sent
 
     def resolve(self, complete: Mapping[int, Mapping[str, tuple[float, bytes]]]) -> None:
@@ -221,22 +272,28 @@ class _Pending:
         answers in order)."""
         answered = []
         for stamp, outputs in complete.items():
-            index = next((i for i, (frame, _) in self.frames.items() if frame.stamp_ns == stamp), None)
+            index = self.index_of_stamp.get(stamp)
             if index is not None:  # None: an answer to a frame of an earlier run, or already given up
                 answered.append((index, outputs))
         for index, outputs in sorted(answered, key=lambda item: item[0]):
             while self.frames and next(iter(self.frames)) < index:
                 self.drop_oldest()
             frame, sent = self.frames.pop(index)
+            sent_stamp = self.stamp_sent.pop(index)
+            del self.index_of_stamp[sent_stamp]
             mode, prediction = _prediction(outputs)
             self.recorder.mode = mode
             latency = max(arrival for arrival, _ in outputs.values()) - sent
+            serialized = {name: data for name, (_, data) in outputs.items()}
+            if sent_stamp != frame.stamp_ns:
+                serialized = _restamped_outputs(serialized, frame.stamp_ns)
             self.recorder.add(FrameResult(frame, "processed", prediction=prediction, latency_s=latency,
-                                          serialized={name: data for name, (_, data) in outputs.items()}))
+                                          serialized=serialized))
             self.last_answer = time.monotonic()
 
     def drop_oldest(self) -> None:
-        _, (frame, _) = self.frames.popitem(last=False)
+        index, (frame, _) = self.frames.popitem(last=False)
+        del self.index_of_stamp[self.stamp_sent.pop(index)]
         self.recorder.add(FrameResult(frame, "dropped"))
 
 
@@ -257,19 +314,22 @@ def replay_live(
     startup_timeout: float = 120.0,
     frame_timeout: float = 60.0,
     progress: bool = True,
+    overwrite: bool = False,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Plays ``bag`` to a casnet_node process over DDS and records its answers in ``out_dir`` (see
-    ``casnet_core.replay``); returns the metrics. Raises bags.BagError, CheckpointError (before the node
-    starts) and LiveReplayError."""
-    from casnet_core.checkpoint import read_checkpoint
+    ``casnet_core.replay``; ``overwrite``: replace an earlier replay there); returns the metrics. Raises
+    bags.BagError, CheckpointError or ValueError (before the node starts), LiveReplayError, and Interrupted once
+    ``stop`` is set (the bag then closed with the frames answered so far)."""
+    from casnet_core.export import model_mode
 
     if not rate > 0:
         raise ValueError(f"rate must be positive, got {rate}")
+    stop = stop or threading.Event()
     topics = bags.find_topics(bag, image_topic, gt_topic)
-    mode = read_checkpoint(checkpoint)["mode"]  # checks the file before a node is started for it
+    mode = model_mode(checkpoint)  # checks the file (checkpoint or ONNX export) before a node is started for it
     domain_id = 1 + os.getpid() % 100 if domain_id is None else domain_id
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output(out_dir, [("--bag", bag), ("--checkpoint", checkpoint)], overwrite=overwrite)
     os.environ.update(ros_environment(domain_id))  # this process's rclpy context reads them too
     transport.use_large_image_profile()  # before this process's first DDS participant
     compressed = topics.image_type == bags.COMPRESSED_IMAGE_TYPE
@@ -279,17 +339,17 @@ def replay_live(
     client = None
     try:
         client = _Client(domain_id, topics.image_topic, compressed)
-        _wait(lambda: client.ready(), node, startup_timeout, "casnet_node to come up")
+        _wait(lambda: client.ready(), node, startup_timeout, "casnet_node to come up", stop=stop)
         total = topics.frames if max_frames is None else min(topics.frames, max_frames)
         recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=mode, total_frames=total,
-                                  progress=progress)
+                                  gt_topic=topics.gt_topic, progress=progress)
         info = {"replay": "live", "bag": str(bag), "image_topic": topics.image_topic, "gt_topic": topics.gt_topic,
                 "checkpoint": str(checkpoint), "device": device, "domain_id": domain_id,
                 "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate"}
         start = time.monotonic()
         try:
             _play(client, node, recorder, bags.read_frames(bag, topics.image_topic, topics.gt_topic), max_frames,
-                  rate=rate, max_rate=max_rate, frame_timeout=frame_timeout)
+                  rate=rate, max_rate=max_rate, frame_timeout=frame_timeout, stop=stop)
         except BaseException:
             recorder.abort()
             raise
@@ -305,26 +365,32 @@ def replay_live(
     return recorder.close(wall_s, info)
 
 
-def _wait(done: Callable[[], bool], node: NodeProcess, timeout: float, what: str) -> None:
+def _wait(done: Callable[[], bool], node: NodeProcess, timeout: float, what: str, *, stop: threading.Event) -> None:
     deadline = time.monotonic() + timeout
     while not done():
+        if stop.is_set():
+            raise Interrupted
         if not node.alive():
+            last = (node.output(last_lines=1) or "no output").strip()
             raise LiveReplayError(f"casnet_node exited ({node.process.returncode}) while waiting for {what}; "
-                                  f"log: {node.log_path}; its end:\n{node.output(last_lines=15)}")
+                                  f"log: {node.log_path}, its last line: {last}")
         if time.monotonic() > deadline:
             raise LiveReplayError(f"timed out after {timeout:.0f} s waiting for {what}; log: {node.log_path}")
         time.sleep(0.02)
 
 
 def _play(client: _Client, node: NodeProcess, recorder: ReplayRecorder, frames: Any, max_frames: int | None, *,
-          rate: float, max_rate: bool, frame_timeout: float) -> None:
+          rate: float, max_rate: bool, frame_timeout: float, stop: threading.Event) -> None:
     pending = _Pending(recorder)
 
-    def wait_until(deadline: float, stop: Callable[[], bool] = lambda: False) -> None:
-        """Records answers as they come until ``deadline`` (monotonic) or ``stop()``."""
+    def wait_until(deadline: float, done: Callable[[], bool] = lambda: False) -> None:
+        """Records answers as they come until ``deadline`` (monotonic) or ``done()``; Interrupted once ``stop``
+        is set, after recording the answers received by then."""
         while True:
             pending.resolve(client.take_complete())
-            if stop() or time.monotonic() >= deadline:
+            if stop.is_set():
+                raise Interrupted
+            if done() or time.monotonic() >= deadline:
                 return
             if not node.alive():
                 raise LiveReplayError(f"casnet_node exited ({node.process.returncode}) during the replay; "
@@ -337,16 +403,17 @@ def _play(client: _Client, node: NodeProcess, recorder: ReplayRecorder, frames: 
             recorder.add(FrameResult(frame, "failed", error=frame.error))
             continue
         if max_rate:
-            wait_until(time.monotonic() + frame_timeout, stop=lambda: not pending.frames)
+            wait_until(time.monotonic() + frame_timeout, done=lambda: not pending.frames)
             while pending.frames:  # no answer within frame_timeout
                 pending.drop_oldest()
         else:
             if first_time_ns is None:
                 first_time_ns, start = frame.time_ns, time.monotonic()
             wait_until(start + (frame.time_ns - first_time_ns) * 1e-9 / rate)
+        stamp = pending.send_stamp(frame)
         sent = time.monotonic()
-        client.publisher.publish(frame.rawdata)
-        pending.add(frame, sent)
+        client.publisher.publish(frame.rawdata if stamp == frame.stamp_ns else _with_stamp(frame.rawdata, stamp))
+        pending.add(frame, sent, stamp)
     # The last frame sent is never replaced by a newer one: wait for its answer, or frame_timeout of silence.
     while pending.frames:
         deadline = max(pending.last_answer, pending.last_sent) + frame_timeout
@@ -354,7 +421,32 @@ def _play(client: _Client, node: NodeProcess, recorder: ReplayRecorder, frames: 
             while pending.frames:
                 pending.drop_oldest()
             break
-        wait_until(deadline, stop=lambda: not pending.frames)
+        wait_until(deadline, done=lambda: not pending.frames)
+
+
+class _StopOnSignals:
+    """SIGINT, SIGTERM and SIGHUP set ``stop`` (the replay then stops in order); a second one raises
+    KeyboardInterrupt at once. Restores the handlers on exit."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.signal = signum
+        self.stop.set()
+
+    def __enter__(self) -> "_StopOnSignals":
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from casnet_core.checkpoint import CheckpointError
+    from casnet_core.errors import one_line
     from casnet_core.predictor import thresholds_from_args
     from casnet_core.replay import add_arguments, checkpoint_from_args, format_summary
 
@@ -369,19 +462,25 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    signals = _StopOnSignals()
     try:
-        metrics = replay_live(args.bag, args.out, checkpoint=checkpoint_from_args(args), image_topic=args.image_topic,
-                              gt_topic=args.gt_topic, rate=args.rate or 1.0, max_rate=args.max_rate,
-                              max_frames=args.frames, storage=args.storage, device=args.device,
-                              thresholds=thresholds_from_args(args), domain_id=args.domain_id)
+        with signals:
+            metrics = replay_live(args.bag, args.out, checkpoint=checkpoint_from_args(args),
+                                  image_topic=args.image_topic, gt_topic=args.gt_topic, rate=args.rate or 1.0,
+                                  max_rate=args.max_rate, max_frames=args.frames, storage=args.storage,
+                                  device=args.device, thresholds=thresholds_from_args(args), domain_id=args.domain_id,
+                                  overwrite=args.overwrite, stop=signals.stop)
     except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
-        print(f"casnet replay: error: {error}", file=sys.stderr)
+        print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
         return 2
     except LiveReplayError as error:
-        print(f"casnet replay: error: {error}", file=sys.stderr)
+        print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        signum = signals.signal or signal.SIGINT
+        print(f"casnet replay: interrupted by {signal.Signals(signum).name}: {Path(args.out) / 'bag'} holds the "
+              "frames processed so far (no metrics)", file=sys.stderr)
+        return 128 + signum
     print(format_summary(metrics))
     return 0
 

@@ -13,7 +13,8 @@ installed package):
   Its ground truth is made by the official ``csCreatePanopticImgs`` conversion
   (``createPanopticImgs.convert2panoptic``) of gtFine, cached in ``OUT/gt_panoptic/`` (or the
   ``--cache-dir`` given, e.g. to share it between runs) as ``cityscapes_panoptic_{split}.json`` +
-  folder, and redone when an instanceIds file is newer or the image set changed.
+  folder, with a fingerprint (source folder, SHA-256 of every instanceIds file), and redone when
+  the fingerprint differs: a cache shared between datasets is never reused for the wrong one.
 * instance (AP averaged over IoU 0.5:0.95, AP50): ``evalInstanceLevelSemanticLabeling.evaluateImgLists``
   on ``OUT/instance/{image}.txt`` (one line ``masks/{image}_{k}.png label_id confidence`` per
   instance, one binary mask PNG each). Its ground-truth cache ``gtInstances.json`` and its
@@ -63,6 +64,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from casnet_core.evaluation.metrics import format_metrics_table, write_metrics
+from casnet_core.formats import check_outputs_spare_inputs
 from casnet_core.evaluation.official import EVALUATORS_FOLDER, GT_CACHE_FOLDER, run_official_evaluators
 from casnet_core.evaluation.oracles import HEAD_ORACLES, ORACLES, full_oracle_prediction, head_oracle_prediction
 from casnet_core.evaluation.writers import CityscapesResultWriter, EvalPrediction, result_folders
@@ -91,29 +93,6 @@ def find_semantic_files(semantic_dir: str | os.PathLike, image_ids: Sequence[str
                                     f"{[str(p) for p in paths[:3]]}")
         found[image_id] = paths[0]
     return found
-
-
-def _overlaps(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` (resolved) are the same path or one lies inside the other."""
-    return a == b or a in b.parents or b in a.parents
-
-
-def _check_outputs_spare_inputs(written: Sequence[tuple[str, Path]], inputs: Sequence[tuple[str, Any]]) -> None:
-    """Raises ValueError when a path that eval writes or empties is, contains or lies inside an input.
-
-    Args:
-        written: (option that chooses it, e.g. "--out"; path written or emptied).
-        inputs: (option, e.g. "--data"; its path, or None when not given).
-    """
-    for option, target in written:
-        target = Path(target).resolve()
-        for input_option, source in inputs:
-            if source is None:
-                continue
-            source = Path(source).resolve()
-            if _overlaps(target, source):
-                raise ValueError(f"{option} would write {target}, which overlaps {input_option} {source}: "
-                                 f"eval never writes into its inputs, choose another {option}")
 
 
 def evaluate(
@@ -150,20 +129,31 @@ def evaluate(
         raise ValueError("--semantic-dir and --oracle both replace the semantics: give one")
     if oracle == "full" and checkpoint is not None:
         raise ValueError("--oracle full uses no network: leave out --checkpoint")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"--max-images must be at least 1, got {max_images}")
     thresholds = {k: v for k, v in (thresholds or {}).items() if v is not None}
     data_root = Path(data_root).resolve()
     out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder")
+    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise ValueError(f"--cache-dir {cache_dir} exists and is not a folder")
+    if not data_root.is_dir():
+        raise ValueError(f"--data {data_root} is not a folder (expected a dataset in the Cityscapes layout)")
+    for option, path in (("--checkpoint", checkpoint), ("--semantic-dir", semantic_dir)):
+        if path is not None and not Path(path).exists():
+            raise ValueError(f"{option} {path}: no such file or folder")
     inputs = [("--data", data_root), ("--semantic-dir", semantic_dir), ("--checkpoint", checkpoint)]
     emptied = [*result_folders(out_dir), out_dir / EVALUATORS_FOLDER]
     written = [("--out", path) for path in (*emptied, out_dir / "metrics.json")]
     if cache_dir is None:
         written.append(("--out", out_dir / GT_CACHE_FOLDER))
-    _check_outputs_spare_inputs(written, inputs)
+    check_outputs_spare_inputs(written, inputs, command="eval")
     if cache_dir is not None:
         # A cache folder named by the user may lie in the dataset (DATA/gtFine, where csCreatePanopticImgs
         # puts it), but neither in another input nor in an output folder that is emptied or holds predictions.
-        _check_outputs_spare_inputs([("--cache-dir", Path(cache_dir))],
-                                   [*inputs[1:], *(("--out", path) for path in emptied)])
+        check_outputs_spare_inputs([("--cache-dir", Path(cache_dir))],
+                                   [*inputs[1:], *(("--out", path) for path in emptied)], command="eval")
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = list_samples(data_root, split)
     if max_images is not None:
@@ -209,6 +199,8 @@ def evaluate(
 
 
 def _main(args: argparse.Namespace) -> int:
+    from casnet_core.errors import one_line
+
     thresholds = thresholds_from_args(args)
     try:
         checkpoint = args.checkpoint
@@ -220,8 +212,11 @@ def _main(args: argparse.Namespace) -> int:
                            semantic_dir=args.semantic_dir, cache_dir=args.cache_dir, device=args.device,
                            max_images=args.max_images, thresholds=thresholds)
     except (ValueError, FileNotFoundError) as error:  # bad arguments or inputs: a message, not a traceback
-        print(f"casnet eval: error: {error}", file=sys.stderr)
+        print(f"casnet eval: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # an official evaluator that cannot score this split (e.g. no thing at all)
+        print(f"casnet eval: error: {one_line(error)}", file=sys.stderr)
+        return 1
     print(format_metrics_table(metrics))
     print(f"metrics: {Path(args.out) / 'metrics.json'}; evaluator logs: {Path(args.out) / EVALUATORS_FOLDER}")
     return 0

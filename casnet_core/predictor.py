@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -208,27 +208,66 @@ class Predictor:
             semantic_label_ids: optional (H, W) Cityscapes label ids from another segmentation model
                 (separated mode): they replace the semantic head. Needed when the model has none.
         """
-        _check_image(image_rgb)
-        height, width = image_rgb.shape[:2]
-        if semantic_label_ids is not None:
-            _check_semantic(semantic_label_ids, (height, width))
-        elif not self.model.has_semantic_head:
+        semantic = None if semantic_label_ids is None else [semantic_label_ids]
+        self._check_inputs([image_rgb], semantic)
+        return self._predict_same_size([image_rgb], semantic)[0]
+
+    def predict_batch(self, images_rgb: Sequence[np.ndarray],
+                      semantic_label_ids: Sequence[np.ndarray] | None = None) -> list[Prediction]:
+        """Panoptic segmentation of several images (e.g. the newest frame of each camera), in the order given.
+
+        Images of the same size run through the network and the post-processing as one batch; each size
+        is a batch of its own (``batch_groups``). Grouped rather than resized or padded to one common size,
+        because then each result is what ``predict`` gives for that image alone (equal on the CPU): the
+        network sees every image at the size ``predict`` would give it (a common size would change the
+        resize, the padding at the borders, and the output mapping), and one batch of the post-processing
+        needs one output size. Timings of each prediction are those of its whole group.
+
+        Args:
+            images_rgb: (H_i, W_i, 3) uint8 RGB images, as for ``predict``.
+            semantic_label_ids: optional (H_i, W_i) label ids per image, as for ``predict``.
+        """
+        images = list(images_rgb)
+        semantic = None if semantic_label_ids is None else list(semantic_label_ids)
+        if semantic is not None and len(semantic) != len(images):
+            raise ValueError(f"{len(semantic)} semantic_label_ids for {len(images)} images")
+        self._check_inputs(images, semantic)
+        predictions: list[Prediction] = [None] * len(images)  # type: ignore[list-item]  # all filled below
+        for indices in batch_groups([image.shape[:2] for image in images]):
+            group = self._predict_same_size([images[i] for i in indices],
+                                            None if semantic is None else [semantic[i] for i in indices])
+            for index, prediction in zip(indices, group):
+                predictions[index] = prediction
+        return predictions
+
+    def _check_inputs(self, images: list[np.ndarray], semantic: list[np.ndarray] | None) -> None:
+        for index, image in enumerate(images):
+            _check_image(image)
+            if semantic is not None:
+                _check_semantic(semantic[index], image.shape[:2])
+        if semantic is None and not self.model.has_semantic_head:
             raise ValueError("this model has no semantic head (separated mode): pass semantic_label_ids")
+
+    def _predict_same_size(self, images: list[np.ndarray], semantic_label_ids: list[np.ndarray] | None
+                           ) -> list[Prediction]:
+        """The predictions of B checked images of one size, run as one batch (B >= 1)."""
+        height, width = images[0].shape[:2]
         timings: dict[str, float] = {}
 
         with torch.inference_mode():
             start = time.perf_counter()
-            images, (net_height, net_width) = self._preprocess(image_rgb)
+            batch, (net_height, net_width) = self._preprocess(images)
             semantic = None
             if semantic_label_ids is not None:
-                labels = torch.from_numpy(np.ascontiguousarray(semantic_label_ids).astype(np.int64, copy=False))
-                semantic = self._label_id_lut[labels.to(self.device).clamp(0, 255)][None]
+                labels = torch.from_numpy(np.stack([np.ascontiguousarray(ids).astype(np.int64, copy=False)
+                                                    for ids in semantic_label_ids]))
+                semantic = self._label_id_lut[labels.to(self.device).clamp(0, 255)]  # (B, H, W)
             self._sync()
             timings["preprocess"] = time.perf_counter() - start
 
             start = time.perf_counter()
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-                outputs = self.model(images)
+                outputs = self.model(batch)
             self._sync()
             timings["forward"] = time.perf_counter() - start
 
@@ -251,54 +290,88 @@ class Predictor:
                 stuff_area=self.stuff_area,
                 max_instances=self.max_instances,
             )
-            prediction = Prediction(
-                panoptic=result.panoptic[0].cpu().numpy(),
-                semantic=result.semantic[0].cpu().numpy(),
-                instances=self._instances(result),
-                timings=timings,
-                nonfinite=result.nonfinite,
-            )
+            panoptic, semantic_ids = result.panoptic.cpu().numpy(), result.semantic.cpu().numpy()
+            instances = self._instances(result, len(images))
+            nonfinite = _nonfinite_per_image(outputs, result.nonfinite, len(images), semantic_used=semantic is None)
             timings["postprocess"] = time.perf_counter() - start
-        return prediction
+        return [Prediction(panoptic=panoptic[i], semantic=semantic_ids[i], instances=instances[i],
+                           timings=dict(timings), nonfinite=nonfinite[i]) for i in range(len(images))]
 
-    def _preprocess(self, image_rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(1, 3, H', W') float 0..255 on the device, resized to ``network_input_size`` and padded to the size
-        divisor with the model's mean colour (0 after its normalisation, as detectron2 pads); and (H', W')
-        before padding."""
-        # ascontiguousarray: torch.from_numpy refuses negative strides (flipped views).
-        pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device, non_blocking=True)
-        images = pixels.permute(2, 0, 1)[None].float()
-        size = network_input_size(*image_rgb.shape[:2], input_size=self.input_size,
+    def _preprocess(self, images_rgb: list[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, 3, H', W') float 0..255 on the device: B images of one size, each resized to ``network_input_size``
+        and padded to the size divisor with the model's mean colour (0 after its normalisation, as detectron2
+        pads); and (H', W') before padding."""
+        size = network_input_size(*images_rgb[0].shape[:2], input_size=self.input_size,
                                   max_input_size=self.max_input_size)
-        if size != tuple(images.shape[-2:]):
-            # antialias: a 4K frame scaled down several times must not alias.
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False,
-                                   antialias=True).clamp(0, 255)
-        height, width = images.shape[-2:]
         divisor = self.model.size_divisor
-        padded_height, padded_width = -(-height // divisor) * divisor, -(-width // divisor) * divisor
-        if (padded_height, padded_width) != (height, width):
-            mean = getattr(self.model, "pixel_mean", None)
-            fill = mean.view(1, 3, 1, 1).to(images) if mean is not None else images.new_zeros(1, 3, 1, 1)
-            padded = fill.expand(1, 3, padded_height, padded_width).clone()
-            padded[:, :, :height, :width] = images
-            images = padded
-        return images, (height, width)
+        padded_height, padded_width = -(-size[0] // divisor) * divisor, -(-size[1] // divisor) * divisor
+        batch = []
+        for image_rgb in images_rgb:
+            # ascontiguousarray: torch.from_numpy refuses negative strides (flipped views).
+            pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device, non_blocking=True)
+            image = pixels.permute(2, 0, 1)[None].float()
+            if size != tuple(image.shape[-2:]):
+                # antialias: a 4K frame scaled down several times must not alias.
+                image = F.interpolate(image, size=size, mode="bilinear", align_corners=False,
+                                      antialias=True).clamp(0, 255)
+            if (padded_height, padded_width) != size:
+                mean = getattr(self.model, "pixel_mean", None)
+                fill = mean.view(1, 3, 1, 1).to(image) if mean is not None else image.new_zeros(1, 3, 1, 1)
+                padded = fill.expand(1, 3, padded_height, padded_width).clone()
+                padded[:, :, :size[0], :size[1]] = image
+                image = padded
+            batch.append(image)
+        return (batch[0] if len(batch) == 1 else torch.cat(batch)), size
 
-    def _instances(self, result) -> list[Instance]:
+    def _instances(self, result, batch: int) -> list[list[Instance]]:
+        """The instances of each of the ``batch`` images, by decreasing score."""
         names = self.class_space.names
-        rows = zip(result.instance_ids.tolist(), result.instance_label_ids.tolist(), result.instance_classes.tolist(),
-                   result.instance_scores.tolist(), result.instance_boxes.tolist(), result.instance_areas.tolist(),
-                   result.instance_centroids.tolist())
-        instances = [Instance(id=i, label_id=label, class_name=names[channel], score=score, box=tuple(box),
-                              area=area, centroid=tuple(centroid))
-                     for i, label, channel, score, box, area, centroid in rows]
-        return sorted(instances, key=lambda instance: -instance.score)
+        rows = zip(result.instance_batch.tolist(), result.instance_ids.tolist(), result.instance_label_ids.tolist(),
+                   result.instance_classes.tolist(), result.instance_scores.tolist(), result.instance_boxes.tolist(),
+                   result.instance_areas.tolist(), result.instance_centroids.tolist())
+        instances: list[list[Instance]] = [[] for _ in range(batch)]
+        for image, i, label, channel, score, box, area, centroid in rows:
+            instances[image].append(Instance(id=i, label_id=label, class_name=names[channel], score=score,
+                                             box=tuple(box), area=area, centroid=tuple(centroid)))
+        return [sorted(found, key=lambda instance: -instance.score) for found in instances]
 
     def _sync(self) -> None:
         # Timings per stage need the device to have finished its queued work.
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def batch_groups(sizes: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Indices of equal (H, W) sizes, each group in the order given, groups by first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault((int(size[0]), int(size[1])), []).append(index)
+    return list(groups.values())
+
+
+def _nonfinite_per_image(outputs: dict[str, torch.Tensor], total: int, batch: int, *, semantic_used: bool) -> list[int]:
+    """The post-processing's count of NaN / inf head values (``total``, all B images) split per image; the
+    per-image count is taken only when there is something to split."""
+    if batch == 1 or total == 0:
+        return [total] * batch
+    heads = [outputs["attributes"], outputs["box_logits"], *([outputs["semantic"]] if semantic_used else [])]
+    return [sum(int(head[i].numel() - torch.isfinite(head[i]).sum()) for head in heads) for i in range(batch)]
+
+
+def _auto_backend(checkpoint: str, model: torch.nn.Module, device: str | torch.device) -> tuple[str, Any, str]:
+    """(backend, what runs, why) of backend "auto" for a checkpoint: onnxruntime on the CPU with the cached
+    export (``casnet_core.onnx_cache``), PyTorch on CUDA or when no usable export can be made."""
+    if resolve_device(device).type != "cpu":
+        return "torch", model, "auto: PyTorch on CUDA"
+    try:
+        from casnet_core.onnx_cache import CacheError, cached_export
+    except ImportError as error:  # onnx or onnxruntime not installed
+        return "torch", model, f"auto: onnxruntime unavailable ({error})"
+    try:
+        return "onnxruntime", str(cached_export(checkpoint, model)), "auto: the CPU, cached ONNX export"
+    except CacheError as error:
+        warnings.warn(f"backend auto runs PyTorch: {error}", stacklevel=3)
+        return "torch", model, f"auto: no usable ONNX export ({error})"
 
 
 def _check_image(image: Any) -> None:

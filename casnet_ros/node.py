@@ -1,6 +1,6 @@
 """casnet_node: the ROS 2 perception node of CASNet, a thin adapter around casnet_core's Predictor.
 
-Topics (``~/x`` is ``<namespace>/<node name>/x``; remap ``~/image`` to the camera topic)::
+Topics of one camera (``~/x`` is ``<namespace>/<node name>/x``; remap ``~/image`` to the camera topic)::
 
   in  ~/image             sensor_msgs/Image: rgb8, bgr8, rgba8, bgra8, mono8, yuv422 (uyvy),
                           yuv422_yuy2 (yuyv), bayer_rggb8, bayer_bggr8, bayer_gbrg8, bayer_grbg8,
@@ -16,87 +16,92 @@ Topics (``~/x`` is ``<namespace>/<node name>/x``; remap ``~/image`` to the camer
   out ~/overlay           sensor_msgs/Image rgb8 colour overlay (computed only while subscribed)
   out ~/label_info        vision_msgs/LabelInfo, transient local: label id -> class name
   out /diagnostics        diagnostic_msgs/DiagnosticArray, every diagnostics_period seconds
+                          (values: casnet_ros.statistics)
 
-Every output carries the header (stamp and frame_id) of the image it was computed from. An output
-is computed only while something subscribes to it, and only while its publish_* parameter is true.
+Several cameras, one process, one model (``cameras: [front, rear]``, ``front.image_topic: /front/image_raw``):
+camera ``c`` reads ``c.image_topic`` (and its ``/compressed``) and publishes under ``<namespace>/c/<node
+name>/`` the topics above, the names a one-camera node in namespace ``<namespace>/c`` gives, so consumers
+do not change when a vehicle switches between one process per camera and one batched process;
+/diagnostics has one status per camera under that node's name, and one for the whole process.
 
-/diagnostics values: state (active | idle | inactive), device, mode, input_rate_hz,
-output_rate_hz, frames_received / processed / idle (nothing subscribed) / dropped (replaced in
-the mailbox) / rejected (undecodable) / failed, frames_with_nonfinite_outputs and
-nonfinite_values_last (NaN / inf in the network's outputs, which the post-processing treats as no
-evidence), latency_ms_mean / max / last (stamp -> published), and time_<stage>_ms per frame for
-receive (stamp -> callback), wait, decode, preprocess, forward, postprocess, predict, build,
-publish and total (decode -> published).
+Every output carries the header (stamp and frame_id) of the image it was computed from. An output is
+computed only while something subscribes to it, and only while its publish_* parameter is true.
+
+Where things live: parameters, their checks and the live settings staged per request in
+``casnet_ros.parameters``; the newest-frame mailboxes in ``casnet_ros.mailbox``; cameras, their topics and
+the output messages in ``casnet_ros.cameras``; counters and the /diagnostics status in
+``casnet_ros.statistics``. A frame walks: subscription callback (``_receive``) -> the camera's mailbox slot
+-> the worker (``_work``) takes the newest frame of every camera -> decode -> ``Predictor.predict_batch``
+(frames of one size as one batch) -> ``cameras.build_outputs`` -> the camera's publishers.
 
 Design decisions:
 
-* Newest frame only. The subscription callback only drops the message into a one-slot mailbox;
-  a worker thread takes the newest frame from it, runs the Predictor and publishes. A camera
-  faster than the model replaces the waiting frame (counted as dropped in /diagnostics) instead of
-  queueing it, so latency stays bounded by about two inference times. Input QoS is best effort,
-  depth 1 (sensor data) by default, reliable with input_reliability: reliable.
-* Idle without readers. While no output has a subscriber (or every publish_* is false), frames are
-  counted (frames_idle in /diagnostics) but neither decoded nor run through the network.
-* Each activation has its own worker thread, mailbox and stop event: a worker of an earlier
-  activation that is still finishing a frame ends after it, whatever the later activations do.
-* The overlay (np.unique over the image plus blending) is drawn by a thread of its own from the
-  newest finished frame, so it never delays the next inference; it drops frames when it lags.
-* Each output message is built once per frame: ~/instances carries the very Image object
-  published on ~/panoptic. Panoptic ids are sent as 16UC1, half the bytes of 32SC1 with the same
-  Cityscapes encoding: the post-processing caps instances below 1000 per class (max_instances),
-  so ids stay <= 33 999 (a 32SC1 image is sent only if an id ever exceeded 65 535).
-  Image.data is filled with one copy of the result (array.array, which the message setter takes
-  without a per-byte check); 8-bit RGB/BGR/mono inputs are read as views of the received buffer.
-* Inputs larger than max_input_size (longest side) are resized for the network keeping their
-  aspect ratio (outputs stay at the camera's size), so an 8K camera cannot exhaust the device.
-* Lifecycle node (rclpy.lifecycle, available since Humble): configure loads the checkpoint onto
-  the device and creates the publishers (and latches ~/label_info), activate subscribes and starts
-  the workers, deactivate unsubscribes and stops them, cleanup frees the model. With autostart:
-  true (the default) the node runs configure and activate itself at start, so ``ros2 launch`` or
-  ``ros2 run`` alone gives a working node; autostart: false leaves it unconfigured for a lifecycle
-  manager (e.g. nav2_lifecycle_manager or ``ros2 lifecycle set``).
+* Newest frame only, per camera: the subscription callback only drops the message into its camera's
+  slot; a camera faster than the model replaces its waiting frame (counted as dropped) instead of
+  queueing it, so latency stays bounded by about two inference times. Input QoS is best effort, depth
+  1 (sensor data) by default, reliable with input_reliability: reliable.
+* One batch per step: the worker takes the newest frame of every camera that has one; the first waits
+  at most batch_timeout_ms (from its arrival) for the others, so a silent or slow camera never holds
+  the others back. Frames of one size run as one batch, each size as its own (Predictor.predict_batch
+  says why: results stay those of the frame alone). With one camera nothing waits, and the outputs are
+  exactly those of ``Predictor.predict``. One frame that fails in a batch is retried alone, so it
+  fails only itself.
+* Idle without readers: a camera none of whose outputs has a subscriber (or every publish_* is false)
+  has its frames counted (frames_idle) but neither decoded nor run through the network.
+* Each activation has its own worker thread, mailboxes and stop event: a worker of an earlier activation
+  that is still finishing a batch ends after it, whatever the later activations do.
+* The overlay (np.unique over the image plus blending) is drawn by a thread of its own from the newest
+  finished frame of each camera, so it never delays the next inference; it drops frames when it lags.
+* Each output message is built once per frame (casnet_ros.cameras.build_outputs). Panoptic ids are sent
+  as 16UC1, half the bytes of 32SC1 with the same Cityscapes encoding: the post-processing caps
+  instances below 1000 per class (max_instances), so ids stay <= 33 999 (32SC1 only if an id ever
+  exceeded 65 535). 8-bit RGB/BGR/mono inputs are read as views of the received buffer.
+* Inputs larger than max_input_size (longest side) are resized for the network keeping their aspect
+  ratio (outputs stay at the camera's size), so an 8K camera cannot exhaust the device.
+* Lifecycle node (rclpy.lifecycle, available since Humble): configure loads the checkpoint onto the
+  device and creates the publishers (and latches ~/label_info), activate subscribes and starts the
+  workers, deactivate unsubscribes and stops them, cleanup frees the model. With autostart: true (the
+  default) the node runs configure and activate itself at start, so ``ros2 launch`` or ``ros2 run``
+  alone gives a working node; autostart: false leaves it unconfigured for a lifecycle manager.
 * An empty checkpoint parameter means the packaged default model (casnet_core.default_model_path(),
-  trained on generated scenes only; one log line says so). A missing or mismatched checkpoint fails configure with a fatal log; with autostart the process
-  then exits with status 1.
-* Thresholds (box_threshold, nms_iou, tie_margin, min_area, stuff_area, max_instances) and the
-  publish_* switches apply live, from the next frame on. The thresholds form one frozen
-  ``Thresholds`` set that the worker reads once per frame. rclpy's parameter services call the
-  parameter callback once per parameter, so the callback only collects the changes and a task of
-  the executor, run after the whole SetParameters request (``ros2 param set``/``load``), swaps
-  in the new set: a frame sees all of a request's changes or none of them. Model-related
-  parameters (checkpoint, device, fp16, backend, mode, input size, QoS, subscribe_compressed) are read at
-  configure; they are refused while the node is configured (deactivate and clean up first, set
-  them, configure again).
-* Transport: main() selects the shipped Fast DDS profile (config/fastdds_shm.xml: 64 MB shared
-  memory + UDPv4) before rclpy starts, unless the environment names another profile;
-  see casnet_ros.transport.
-* Only APIs present in Humble are used (no ``with rclpy.init()``, no parameter client classes), so
-  the node runs unchanged on Humble, Jazzy and Kilted.
+  trained on generated scenes only; one log line says so). A missing or mismatched checkpoint fails
+  configure with a fatal log; with autostart the process then exits with status 1.
+* Thresholds and publish_* switches apply live, from the next frame on, as one set per parameter
+  request (casnet_ros.parameters.StagedSettings): a frame sees all of a request's changes or none.
+  Model-related parameters and the cameras are read at configure; they are refused while the node is
+  configured (deactivate and clean up first, set them, configure again).
+* Transport: main() selects the shipped Fast DDS profile (config/fastdds_shm.xml: 64 MB shared memory +
+  UDPv4) before rclpy starts, unless the environment names another profile; see casnet_ros.transport.
+* Only APIs present in Humble are used (no ``with rclpy.init()``, no parameter client classes), so the
+  node runs unchanged on Humble, Jazzy and Kilted.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from casnet_core import default_model_path
-from casnet_core.postprocess import DEFAULT_THRESHOLDS
-from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, Predictor
+from casnet_core.predictor import Prediction, Predictor
 from casnet_ros import conversions, transport
+from casnet_ros.cameras import Camera, build_outputs, cameras_of, input_qos
+from casnet_ros.mailbox import Frame, LatestFrameMailboxes
+from casnet_ros.parameters import (CAMERAS, CAMERAS_DESCRIPTOR, LIVE_THRESHOLDS, OUTPUTS, PARAMETERS, LiveSettings,
+                                   StagedSettings, Thresholds, camera_topic_descriptor, camera_topic_parameter, check,
+                                   check_cameras, is_live)
+from casnet_ros.statistics import STATUS_SUFFIX, Statistics, diagnostic_status
 
 try:  # Humble has it too; the guard only keeps older rclpy importable.
     from rclpy.executors import ExternalShutdownException
@@ -104,205 +109,31 @@ except ImportError:  # pragma: no cover
     ExternalShutdownException = KeyboardInterrupt
 
 NODE_NAME = "casnet"
-OUTPUTS = ("panoptic", "semantic", "instances", "detections", "overlay")
-# Read at configure only.
-CONFIGURE_TIME_PARAMETERS = ("checkpoint", "device", "fp16", "backend", "mode", "input_height", "input_width",
-                             "max_input_size", "input_reliability", "subscribe_compressed", "diagnostics_period")
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 _ERROR_LOG_PERIOD_S = 5.0
 _WORKER_JOIN_TIMEOUT_S = 30.0
 
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The post-processing thresholds one frame runs with (the Predictor's attributes of the same names)."""
-
-    box_threshold: float = DEFAULT_THRESHOLDS["box_threshold"]
-    nms_iou: float = DEFAULT_THRESHOLDS["nms_iou"]
-    tie_margin: float = DEFAULT_THRESHOLDS["tie_margin"]
-    min_area: int = DEFAULT_THRESHOLDS["min_area"]
-    stuff_area: int = DEFAULT_THRESHOLDS["stuff_area"]
-    max_instances: int = DEFAULT_THRESHOLDS["max_instances"]
-
-    def apply_to(self, predictor: Predictor) -> None:
-        for name, value in dataclasses.asdict(self).items():
-            setattr(predictor, name, value)
-
-
-# Parameters that are live thresholds: the fields of Thresholds.
-LIVE_THRESHOLDS = tuple(f.name for f in dataclasses.fields(Thresholds))
-
-
-def _descriptor(description: str, *, floating: tuple[float, float] | None = None,
-                integer: tuple[int, int] | None = None, constraints: str = "") -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=description, additional_constraints=constraints)
-    if floating is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=floating[0], to_value=floating[1], step=0.0)]
-    if integer is not None:
-        descriptor.integer_range = [IntegerRange(from_value=integer[0], to_value=integer[1], step=1)]
-    return descriptor
-
-
-# name -> (default, descriptor).
-PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
-    "autostart": (True, _descriptor(
-        "Run configure and activate at start (no lifecycle manager needed). Read at start only.")),
-    "checkpoint": ("", _descriptor(
-        "Path of the CASNet checkpoint (casnet_core.checkpoint) or ONNX file; empty = the packaged default "
-        "model (generated scenes only). Read at configure.")),
-    "device": ("auto", _descriptor(
-        "Inference device: auto (CUDA if available, else CPU), cpu, cuda or cuda:N. Read at configure.",
-        constraints="auto | cpu | cuda | cuda:N")),
-    "fp16": (False, _descriptor("Half-precision inference on CUDA (ignored on CPU). Read at configure.")),
-    "backend": ("auto", _descriptor(
-        "Network runtime: torch, onnxruntime (the checkpoint exported in memory, or an .onnx file as "
-        "checkpoint) or auto (onnxruntime for an .onnx file, else torch). Read at configure.",
-        constraints="auto | torch | onnxruntime")),
-    "mode": ("", _descriptor(
-        "Output mode: panoptic (stuff and things) or instance (things only); empty = the checkpoint's "
-        "mode. Read at configure.", constraints="'' | panoptic | instance")),
-    "max_input_size": (DEFAULT_MAX_INPUT_SIZE, _descriptor(
-        "Longest side, in pixels, of the image the network sees: larger images are resized keeping "
-        "their aspect ratio (0 = no limit; outputs are always at the camera's size). Read at configure.",
-        integer=(0, 16384))),
-    "input_height": (0, _descriptor(
-        "Height of the box the image is scaled to fit inside (up or down, aspect ratio kept) before "
-        "inference; 0 = none (set both or neither; max_input_size still applies). Read at configure.",
-        integer=(0, 8192))),
-    "input_width": (0, _descriptor(
-        "Width of that box (0 = none). Read at configure.", integer=(0, 8192))),
-    "box_threshold": (Thresholds.box_threshold, _descriptor(
-        "Minimum box probability of an instance seed (live).", floating=(0.0, 1.0))),
-    "nms_iou": (Thresholds.nms_iou, _descriptor(
-        "IoU above which NMS suppresses a seed box (live).", floating=(0.0, 1.0))),
-    "tie_margin": (Thresholds.tie_margin, _descriptor(
-        "IoU margin within which a pixel's vote between seeds counts as a tie (live).", floating=(0.0, 1.0))),
-    "min_area": (Thresholds.min_area, _descriptor(
-        "Minimum instance area in pixels of the input image (live).", integer=(0, 1 << 24))),
-    "stuff_area": (Thresholds.stuff_area, _descriptor(
-        "Minimum area in pixels of a stuff segment; smaller ones become void (live).", integer=(0, 1 << 24))),
-    "max_instances": (Thresholds.max_instances, _descriptor(
-        "Most thing instances per image, the best-scoring kept (live; below 1000, so that panoptic ids "
-        "fit the Cityscapes encoding).", integer=(1, 999))),
-    "input_reliability": ("best_effort", _descriptor(
-        "QoS reliability of the input subscriptions: best_effort (sensor data, depth 1) or reliable "
-        "(depth 1). Read at configure.", constraints="best_effort | reliable")),
-    "subscribe_compressed": (False, _descriptor(
-        "Also subscribe to ~/image/compressed (sensor_msgs/CompressedImage). Read at configure.")),
-    "diagnostics_period": (1.0, _descriptor(
-        "Seconds between /diagnostics messages. Read at configure.", floating=(0.1, 60.0))),
-    **{f"publish_{name}": (True, _descriptor(f"Publish ~/{name} (live).")) for name in OUTPUTS},
-}
-
-
-class Frame(NamedTuple):
-    msg: Any  # sensor_msgs/Image or sensor_msgs/CompressedImage
-    compressed: bool
-    received_ns: int  # the node's clock when the subscription callback got it
-
-
-class LatestFrameMailbox:
-    """A one-slot mailbox: put() replaces what has not been taken yet (and counts it as dropped)."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item: Any) -> None:
-        with self._condition:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._condition.notify()
-
-    def take(self, timeout: float) -> Any:
-        """The newest item, or None after ``timeout`` seconds or once closed."""
-        with self._condition:
-            self._condition.wait_for(lambda: self._item is not None or self._closed, timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._condition:
-            self._closed = True
-            self._condition.notify_all()
+__all__ = ["NODE_NAME", "OUTPUTS", "STATUS_SUFFIX", "CasnetNode", "Thresholds", "main"]
 
 
 class _Activation(NamedTuple):
     """The threads of one activation and what they wait on; nothing here is shared with another one."""
 
     stop: threading.Event
-    frames: LatestFrameMailbox
-    overlays: LatestFrameMailbox  # (rgb, prediction, header) of finished frames
+    frames: LatestFrameMailboxes  # Frame per camera
+    overlays: LatestFrameMailboxes  # (rgb, prediction, header) of finished frames, per camera
     threads: tuple[threading.Thread, ...]
 
 
-@dataclass
-class _Window:
-    """What happened since the last diagnostics message."""
+class _Decoded(NamedTuple):
+    """A frame ready for the network."""
 
-    received: int = 0
-    processed: int = 0
-    latencies: list[float] = field(default_factory=list)
-    stage_sums: dict[str, float] = field(default_factory=dict)
-
-
-class _Statistics:
-    """Counters shared by the subscription callbacks, the workers and the diagnostics timer."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received = 0
-        self.processed = 0
-        self.idle = 0
-        self.rejected = 0
-        self.failed = 0
-        self.nonfinite_frames = 0
-        self.last_nonfinite = 0
-        self.last_latency: float | None = None
-        self.window = _Window()
-        self.window_start = time.monotonic()
-
-    def on_received(self) -> None:
-        with self.lock:
-            self.received += 1
-            self.window.received += 1
-
-    def count(self, name: str) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + 1)
-
-    def on_processed(self, latency: float, stages: dict[str, float], nonfinite: int) -> None:
-        with self.lock:
-            self.processed += 1
-            self.window.processed += 1
-            self.last_latency = latency
-            self.last_nonfinite = nonfinite
-            self.nonfinite_frames += nonfinite > 0
-            self.window.latencies.append(latency)
-            for stage, seconds in stages.items():
-                self.window.stage_sums[stage] = self.window.stage_sums.get(stage, 0.0) + seconds
-
-    def take_window(self) -> tuple[_Window, float]:
-        with self.lock:
-            now = time.monotonic()
-            window, elapsed = self.window, max(now - self.window_start, 1e-9)
-            self.window, self.window_start = _Window(), now
-            return window, elapsed
-
-
-def _input_qos(reliability: str) -> QoSProfile:
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
-        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
-
-
-# Outputs: reliable, depth 1 (a late reader gets the newest result, never a backlog).
-_OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
-_LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    camera: Camera
+    frame: Frame
+    rgb: Any
+    wanted: list[str]
+    start: float  # perf_counter when its processing began
+    started_ns: int  # the node's clock then
+    decoded: float  # perf_counter after decoding
 
 
 class CasnetNode(LifecycleNode):
@@ -312,77 +143,72 @@ class CasnetNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
-        self._outputs_enabled = {name: bool(self.get_parameter(f"publish_{name}").value) for name in OUTPUTS}
-        self._thresholds = Thresholds(**{name: self._param(name) for name in LIVE_THRESHOLDS})
-        self._pending_thresholds: dict[str, Any] = {}
+        # Typed but unset by default: rclpy cannot infer a type from an empty list.
+        self.declare_parameter(CAMERAS, Parameter.Type.STRING_ARRAY, CAMERAS_DESCRIPTOR)
+        self._declare_camera_topics(self._camera_names())
+        self._live = StagedSettings(LiveSettings(
+            Thresholds(**{name: self._param(name) for name in LIVE_THRESHOLDS}),
+            frozenset(name for name in OUTPUTS if self._param(f"publish_{name}"))))
         self._predictor: Predictor | None = None
-        self._output_publishers: dict[str, Any] = {}
-        self._label_info_publisher = None
+        self._stats = Statistics()  # the node's totals; each camera's counters add to it
+        self._cameras: list[Camera] = []
         self._diagnostics_publisher = None
         self._diagnostics_timer = None
         self._input_subscriptions: list[Any] = []
         self._activation: _Activation | None = None
-        self._dropped_before = 0  # drops of mailboxes of earlier activations
-        self._stats = _Statistics()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ---------------------------------------------------------------- parameters
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
 
+    def _camera_names(self) -> list[str]:
+        parameter = self.get_parameter_or(CAMERAS, None)
+        return list(parameter.value or []) if parameter is not None and parameter.value is not None else []
+
+    def _declare_camera_topics(self, cameras: list[str]) -> None:
+        for camera in cameras:
+            if not self.has_parameter(camera_topic_parameter(camera)):
+                self.declare_parameter(camera_topic_parameter(camera), "", camera_topic_descriptor(camera))
+
+    @property
+    def live_settings(self) -> LiveSettings:
+        """The thresholds and enabled outputs the next frame runs with."""
+        return self._live.current
+
     @property
     def thresholds(self) -> Thresholds:
         """The threshold set the next frame runs with."""
-        return self._thresholds
+        return self._live.current.thresholds
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        # Types and ranges are checked by rclpy from the descriptors; the choices and the lifecycle here.
-        choices = {"mode": ("", "panoptic", "instance"), "input_reliability": ("best_effort", "reliable"),
-                   "backend": ("auto", "torch", "onnxruntime")}
         for parameter in parameters:
-            name, value = parameter.name, parameter.value
-            if name in CONFIGURE_TIME_PARAMETERS and self._predictor is not None:
-                return SetParametersResult(successful=False, reason=(
-                    f"{name} is read at configure; deactivate and clean up the node, set it, configure again"))
-            if name == "device" and not _DEVICE_PATTERN.match(str(value)):
-                return SetParametersResult(successful=False,
-                                           reason=f"device must be auto, cpu, cuda or cuda:N, not {value!r}")
-            if name in choices and value not in choices[name]:
-                return SetParametersResult(successful=False,
-                                           reason=f"{name} must be one of {choices[name]}, not {value!r}")
-        changes = {}
-        for parameter in parameters:
-            name, value = parameter.name, parameter.value
-            if name in LIVE_THRESHOLDS:
-                changes[name] = value
-            elif name.startswith("publish_") and name[len("publish_"):] in OUTPUTS:
-                self._outputs_enabled[name[len("publish_"):]] = bool(value)
+            reason = check(parameter.name, parameter.value, configured=self._predictor is not None)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+        schedule = self.executor.create_task if self.executor is not None else None
+        changes = {parameter.name: parameter.value for parameter in parameters if is_live(parameter.name)}
         if changes:
-            self._stage_thresholds(changes)
+            self._live.stage(changes, schedule, self._on_live_settings_committed)
+        cameras = [list(parameter.value or []) for parameter in parameters if parameter.name == CAMERAS]
+        if cameras and schedule is not None:
+            # Declared once this request is done (not from inside the callback), so each can then be set.
+            schedule(lambda: self._declare_camera_topics(cameras[-1]))
         return SetParametersResult(successful=True)
 
-    def _stage_thresholds(self, changes: dict[str, Any]) -> None:
-        """Collects threshold changes; the executor swaps them in once the current callback (the whole
-        SetParameters request) is done. Without an executor (not spun yet) they apply at once."""
-        first = not self._pending_thresholds
-        self._pending_thresholds.update(changes)
-        executor = self.executor
-        if executor is None:
-            self._commit_thresholds()
-        elif first:
-            executor.create_task(self._commit_thresholds)
-
-    def _commit_thresholds(self) -> None:
-        changes, self._pending_thresholds = self._pending_thresholds, {}
-        if not changes:
-            return
-        self._thresholds = dataclasses.replace(self._thresholds, **changes)  # one reference swap: atomic
+    def _on_live_settings_committed(self, changes: dict[str, Any]) -> None:
         if "box_threshold" in changes:
-            self._publish_label_info(threshold=self._thresholds.box_threshold)
+            self._publish_label_info()
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         # rclpy turns an exception in a transition into a silent ERROR: log every failure here.
+        names = self._camera_names()
+        reason = check_cameras(names)
+        if reason is not None:
+            self.get_logger().fatal(f"cameras: {reason}")
+            return TransitionCallbackReturn.FAILURE
+        self._declare_camera_topics(names)
         checkpoint = self._param("checkpoint")
         if not checkpoint:
             checkpoint = str(default_model_path())
@@ -394,48 +220,50 @@ class CasnetNode(LifecycleNode):
             self.get_logger().fatal(f"cannot load the CASNet checkpoint {checkpoint!r}: {error}")
             self._predictor = None
             return TransitionCallbackReturn.FAILURE
+        self._stats = Statistics()
+        self._cameras = cameras_of(names, {name: self._param(camera_topic_parameter(name)) for name in names},
+                                   self.get_name(), self._stats)
         try:
-            self._create_outputs()
+            for camera in self._cameras:
+                camera.create_publishers(self)
+            self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         except Exception as error:  # e.g. casnet_msgs / vision_msgs not built
             self.get_logger().fatal(f"cannot create the publishers: {type(error).__name__}: {error}")
             self._release()
             return TransitionCallbackReturn.FAILURE
+        self._publish_label_info()
+        self._diagnostics_timer = self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics)
         predictor = self._predictor
         self.get_logger().info(
-            f"configured: checkpoint {checkpoint}, device {predictor.device}, backend {predictor.backend}, "
-            f"mode {predictor.mode}, fp16 {bool(self._param('fp16'))}, max_input_size {self._param('max_input_size')}")
+            f"configured: checkpoint {checkpoint}, device {predictor.device}, backend {predictor.backend} "
+            f"({predictor.backend_note}), mode {predictor.mode}, fp16 {bool(self._param('fp16'))}, "
+            f"max_input_size {self._param('max_input_size')}"
+            + (f", cameras {', '.join(names)} (batch_timeout_ms {self._param('batch_timeout_ms')})" if names else ""))
         return super().on_configure(state)
 
-    def _create_outputs(self) -> None:
-        from casnet_msgs.msg import PanopticFrame
-        from vision_msgs.msg import Detection2DArray, LabelInfo
-
-        for name, msg_type in (("panoptic", Image), ("semantic", Image), ("overlay", Image),
-                               ("instances", PanopticFrame), ("detections", Detection2DArray)):
-            self._output_publishers[name] = self.create_publisher(msg_type, f"~/{name}", _OUTPUT_QOS)
-        self._label_info_publisher = self.create_publisher(LabelInfo, "~/label_info", _LATCHED_QOS)
-        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._publish_label_info(threshold=self._thresholds.box_threshold)
-        self._stats = _Statistics()
-        self._dropped_before = 0
-        self._diagnostics_timer = self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics)
-
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        stop, frames, overlays = threading.Event(), LatestFrameMailbox(), LatestFrameMailbox()
+        cameras = tuple(self._cameras)
+        names = tuple(camera.name for camera in cameras)
+        stop, frames, overlays = threading.Event(), LatestFrameMailboxes(names), LatestFrameMailboxes(names)
+        others_wait = self._param("batch_timeout_ms") * 1e-3 if len(cameras) > 1 else 0.0
         threads = (
-            threading.Thread(target=self._work, args=(self._predictor, frames, overlays, stop),
+            threading.Thread(target=self._work, args=(self._predictor, cameras, frames, overlays, stop, others_wait),
                              name="casnet-worker", daemon=True),
-            threading.Thread(target=self._draw_overlays, args=(overlays, stop), name="casnet-overlay", daemon=True),
+            threading.Thread(target=self._draw_overlays, args=(cameras, overlays, stop), name="casnet-overlay",
+                             daemon=True),
         )
         self._activation = _Activation(stop, frames, overlays, threads)
-        qos = _input_qos(self._param("input_reliability"))
-        self._input_subscriptions.append(self.create_subscription(Image, "~/image", self._on_image, qos))
-        if self._param("subscribe_compressed"):
-            self._input_subscriptions.append(
-                self.create_subscription(CompressedImage, "~/image/compressed", self._on_compressed, qos))
+        qos = input_qos(self._param("input_reliability"))
+        for camera in cameras:
+            self._input_subscriptions.append(self.create_subscription(
+                Image, camera.image_topic, lambda msg, camera=camera: self._receive(camera, msg, False), qos))
+            if self._param("subscribe_compressed"):
+                self._input_subscriptions.append(self.create_subscription(
+                    CompressedImage, camera.compressed_topic,
+                    lambda msg, camera=camera: self._receive(camera, msg, True), qos))
         for thread in threads:
             thread.start()
-        topics = ", ".join(sub.topic_name for sub in self._input_subscriptions)
+        topics = ", ".join(subscription.topic_name for subscription in self._input_subscriptions)
         self.get_logger().info(f"active: processing {topics} ({self._param('input_reliability')})")
         return super().on_activate(state)
 
@@ -475,7 +303,7 @@ class CasnetNode(LifecycleNode):
         return Predictor.from_checkpoint(
             checkpoint, device=self._param("device"), fp16=self._param("fp16"), backend=self._param("backend"),
             mode=mode, input_size=input_size if all(input_size) else None,
-            max_input_size=self._param("max_input_size") or None, **dataclasses.asdict(self._thresholds))
+            max_input_size=self._param("max_input_size") or None, **dataclasses.asdict(self.thresholds))
 
     def _stop_processing(self) -> None:
         for subscription in self._input_subscriptions:
@@ -487,7 +315,8 @@ class CasnetNode(LifecycleNode):
         activation.stop.set()
         activation.frames.close()
         activation.overlays.close()
-        self._dropped_before += activation.frames.dropped
+        for camera in self._cameras:
+            camera.dropped_before += activation.frames.dropped.get(camera.name, 0)
         for thread in activation.threads:
             # A frame still running after the timeout finishes on its own; its stop event stays set.
             thread.join(timeout=_WORKER_JOIN_TIMEOUT_S)
@@ -496,11 +325,11 @@ class CasnetNode(LifecycleNode):
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
-        for publisher in [*self._output_publishers.values(), self._label_info_publisher, self._diagnostics_publisher]:
-            if publisher is not None:
-                self.destroy_publisher(publisher)
-        self._output_publishers = {}
-        self._label_info_publisher = self._diagnostics_publisher = None
+        for camera in self._cameras:
+            camera.destroy_publishers(self)
+        if self._diagnostics_publisher is not None:
+            self.destroy_publisher(self._diagnostics_publisher)
+            self._diagnostics_publisher = None
         self._predictor = None
 
     def destroy_node(self) -> None:
@@ -508,183 +337,161 @@ class CasnetNode(LifecycleNode):
         super().destroy_node()
 
     # ---------------------------------------------------------------- input
-    def _on_image(self, msg: Image) -> None:
-        self._receive(msg, compressed=False)
-
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._receive(msg, compressed=True)
-
-    def _receive(self, msg: Any, compressed: bool) -> None:
-        self._stats.on_received()
+    def _receive(self, camera: Camera, msg: Any, compressed: bool) -> None:
+        camera.statistics.on_received()
         activation = self._activation
         if activation is not None:
-            activation.frames.put(Frame(msg, compressed, self.get_clock().now().nanoseconds))
+            activation.frames.put(camera.name, Frame(msg, compressed, self.get_clock().now().nanoseconds))
 
     # ---------------------------------------------------------------- workers
-    def _work(self, predictor: Predictor, frames: LatestFrameMailbox, overlays: LatestFrameMailbox,
-              stop: threading.Event) -> None:
-        """The inference thread of one activation: until ``stop`` is set, the newest frame of ``frames``."""
+    def _work(self, predictor: Predictor, cameras: tuple[Camera, ...], frames: LatestFrameMailboxes,
+              overlays: LatestFrameMailboxes, stop: threading.Event, others_wait: float) -> None:
+        """The inference thread of one activation: until ``stop`` is set, the newest frame of every camera."""
+        by_name = {camera.name: camera for camera in cameras}
         while not stop.is_set():
-            frame = frames.take(timeout=0.5)
-            if frame is None:
+            taken = frames.take(timeout=0.5, others_wait=others_wait)
+            if not taken:
                 continue
+            batch = [(by_name[name], frame) for name, frame in taken.items()]
             try:
-                self._process(frame, predictor, overlays)
+                self._process(batch, predictor, overlays)
             except Exception as error:  # the node stays alive; the error is reported and counted
-                self._stats.count("failed")
-                self.get_logger().error(f"frame failed: {type(error).__name__}: {error}",
-                                        throttle_duration_sec=_ERROR_LOG_PERIOD_S)
+                for camera, _ in batch:
+                    self._failed(camera, "batch", error)
 
-    def _wanted(self, name: str) -> bool:
-        publisher = self._output_publishers.get(name)
-        return publisher is not None and self._outputs_enabled[name] and publisher.get_subscription_count() > 0
+    def _failed(self, camera: Camera, what: str, error: Exception) -> None:
+        camera.statistics.count("failed")
+        self.get_logger().error(f"{what} failed: {type(error).__name__}: {error}",
+                                throttle_duration_sec=_ERROR_LOG_PERIOD_S)
 
-    def _process(self, frame: Frame, predictor: Predictor, overlays: LatestFrameMailbox) -> None:
-        wanted = [name for name in OUTPUTS if self._wanted(name)]
-        if not wanted:
-            self._stats.count("idle")
-            return
-        start = time.perf_counter()
-        started_ns = self.get_clock().now().nanoseconds
-        msg = frame.msg
-        try:
-            rgb = conversions.compressed_to_rgb(msg) if frame.compressed else conversions.image_to_rgb(msg)
-        except conversions.ImageConversionError as error:
-            self._stats.count("rejected")
-            self.get_logger().error(f"frame skipped: {error}", throttle_duration_sec=_ERROR_LOG_PERIOD_S)
-            return
-        decoded = time.perf_counter()
-        # This thread is the only caller of predict: the snapshot holds for the whole frame.
-        self._thresholds.apply_to(predictor)
-        prediction = predictor.predict(rgb)
-        predicted = time.perf_counter()
-
-        messages = self._build_outputs(prediction, msg.header, wanted, predictor.mode)
-        built = time.perf_counter()
-        for name, output in messages.items():
-            publisher = self._output_publishers.get(name)  # gone when cleaned up meanwhile
-            if publisher is not None:
-                publisher.publish(output)
-        published = time.perf_counter()
-        if "overlay" in wanted:
-            overlays.put((rgb, prediction, msg.header))
-
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        latency = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
-        stages = {"receive": (frame.received_ns - stamp_ns) * 1e-9, "wait": (started_ns - frame.received_ns) * 1e-9,
-                  "decode": decoded - start, **dict(prediction.timings), "predict": predicted - decoded,
-                  "build": built - predicted, "publish": published - built, "total": published - start}
-        self._stats.on_processed(latency, stages, int(prediction.nonfinite))
-
-    @staticmethod
-    def _build_outputs(prediction: Any, header: Any, wanted: list[str], mode: str) -> dict[str, Any]:
-        """The messages of the wanted outputs (the overlay aside), each built once."""
-        messages: dict[str, Any] = {}
-        if "panoptic" in wanted or "instances" in wanted:
-            max_id = max((instance.id for instance in prediction.instances), default=0)
-            messages["panoptic"] = conversions.panoptic_to_image(prediction.panoptic, header, max_id=max_id)
-        if "semantic" in wanted:
-            messages["semantic"] = conversions.array_to_image(prediction.semantic, "mono8", header)
-        if "instances" in wanted:
-            messages["instances"] = conversions.instances_to_frame(messages["panoptic"], prediction.instances,
-                                                                   mode, header)
-        if "detections" in wanted:
-            messages["detections"] = conversions.instances_to_detections(prediction.instances, header)
-        if "panoptic" not in wanted:
-            messages.pop("panoptic", None)
-        return messages
-
-    def _draw_overlays(self, overlays: LatestFrameMailbox, stop: threading.Event) -> None:
-        """The overlay thread of one activation: draws and publishes the newest finished frame."""
-        from casnet_core.visualize import colorize
-
-        while not stop.is_set():
-            item = overlays.take(timeout=0.5)
-            if item is None:
+    def _process(self, batch: list[tuple[Camera, Frame]], predictor: Predictor,
+                 overlays: LatestFrameMailboxes) -> None:
+        settings = self._live.current  # one snapshot of the live settings for the whole batch
+        ready: list[_Decoded] = []
+        for camera, frame in batch:
+            wanted = camera.wanted(settings.enabled_outputs)
+            if not wanted:
+                camera.statistics.count("idle")
                 continue
-            rgb, prediction, header = item
-            publisher = self._output_publishers.get("overlay")
-            if publisher is None:
+            start, started_ns = time.perf_counter(), self.get_clock().now().nanoseconds
+            try:
+                rgb = (conversions.compressed_to_rgb(frame.msg) if frame.compressed
+                       else conversions.image_to_rgb(frame.msg))
+            except conversions.ImageConversionError as error:
+                camera.statistics.count("rejected")
+                self.get_logger().error(f"frame skipped: {error}", throttle_duration_sec=_ERROR_LOG_PERIOD_S)
+                continue
+            ready.append(_Decoded(camera, frame, rgb, wanted, start, started_ns, time.perf_counter()))
+        if not ready:
+            return
+        # This thread is the only caller of predict: the snapshot holds for the whole batch.
+        settings.thresholds.apply_to(predictor)
+        predict_start = time.perf_counter()
+        predictions = self._predict(predictor, ready)
+        predicted = time.perf_counter()
+        for item, prediction in zip(ready, predictions):
+            if prediction is None:
                 continue
             try:
-                publisher.publish(conversions.array_to_image(colorize(prediction, rgb), "rgb8", header))
+                self._publish(item, prediction, predictor.mode, predicted - predict_start, len(ready), overlays)
             except Exception as error:
-                self._stats.count("failed")
-                self.get_logger().error(f"overlay failed: {type(error).__name__}: {error}",
-                                        throttle_duration_sec=_ERROR_LOG_PERIOD_S)
+                self._failed(item.camera, "frame", error)
+
+    def _predict(self, predictor: Predictor, ready: list[_Decoded]) -> list[Prediction | None]:
+        """The predictions of a batch; when the batch fails, each frame alone (None where that fails too)."""
+        try:
+            return predictor.predict_batch([item.rgb for item in ready])
+        except Exception as error:
+            if len(ready) == 1:
+                self._failed(ready[0].camera, "frame", error)
+                return [None]
+        predictions: list[Prediction | None] = []
+        for item in ready:
+            try:
+                predictions.append(predictor.predict(item.rgb))
+            except Exception as error:
+                self._failed(item.camera, "frame", error)
+                predictions.append(None)
+        return predictions
+
+    def _publish(self, item: _Decoded, prediction: Prediction, mode: str, predict_seconds: float, batch_size: int,
+                 overlays: LatestFrameMailboxes) -> None:
+        header = item.frame.msg.header
+        built_start = time.perf_counter()
+        messages = build_outputs(prediction, header, item.wanted, mode)
+        built = time.perf_counter()
+        item.camera.publish(messages)
+        published = time.perf_counter()
+        if "overlay" in item.wanted:
+            overlays.put(item.camera.name, (item.rgb, prediction, header))
+
+        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        latency = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
+        stages = {"receive": (item.frame.received_ns - stamp_ns) * 1e-9,
+                  "wait": (item.started_ns - item.frame.received_ns) * 1e-9, "decode": item.decoded - item.start,
+                  **dict(prediction.timings), "predict": predict_seconds, "build": built - built_start,
+                  "publish": published - built, "total": published - item.start}
+        item.camera.statistics.on_processed(latency, stages, int(prediction.nonfinite), batch_size)
+
+    def _draw_overlays(self, cameras: tuple[Camera, ...], overlays: LatestFrameMailboxes,
+                       stop: threading.Event) -> None:
+        """The overlay thread of one activation: draws and publishes the newest finished frame of each camera."""
+        from casnet_core.visualize import colorize  # OpenCV drawing, needed only while an overlay is wanted
+
+        by_name = {camera.name: camera for camera in cameras}
+        while not stop.is_set():
+            for name, (rgb, prediction, header) in overlays.take(timeout=0.5).items():
+                camera = by_name[name]
+                publisher = camera.publishers.get("overlay")
+                if publisher is None:
+                    continue
+                try:
+                    publisher.publish(conversions.array_to_image(colorize(prediction, rgb), "rgb8", header))
+                except Exception as error:
+                    self._failed(camera, "overlay", error)
 
     # ---------------------------------------------------------------- label info, diagnostics
-    def _publish_label_info(self, threshold: float) -> None:
-        if self._label_info_publisher is None or self._predictor is None:
+    def _publish_label_info(self) -> None:
+        predictor = self._predictor
+        if predictor is None:
             return
-        header = _header(self.get_clock().now().to_msg(), "")
-        self._label_info_publisher.publish(conversions.label_info(self._predictor.class_space, threshold, header))
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
+        message = conversions.label_info(predictor.class_space, self.thresholds.box_threshold, header)
+        for camera in self._cameras:
+            if camera.label_info_publisher is not None:
+                camera.label_info_publisher.publish(message)
+
+    def _status_name(self, camera: Camera) -> str:
+        """The fully qualified name a one-camera node of this camera would have."""
+        if not camera.name:
+            return self.get_fully_qualified_name()
+        return f"{self.get_namespace().rstrip('/')}/{camera.name}/{self.get_name()}"
 
     def _publish_diagnostics(self) -> None:
         if self._diagnostics_publisher is None:
             return
-        window, elapsed = self._stats.take_window()
-        stats = self._stats
-        with stats.lock:
-            totals = dict(received=stats.received, processed=stats.processed, idle=stats.idle,
-                          rejected=stats.rejected, failed=stats.failed, nonfinite_frames=stats.nonfinite_frames,
-                          last_nonfinite=stats.last_nonfinite, last_latency=stats.last_latency)
-        activation = self._activation
-        dropped = self._dropped_before + (activation.frames.dropped if activation is not None else 0)
-        predictor = self._predictor
-        idle = activation is not None and not any(self._wanted(name) for name in OUTPUTS)
-        state = "inactive" if activation is None else "idle" if idle else "active"
-        values: dict[str, str] = {
-            "state": state,
-            "device": str(predictor.device) if predictor is not None else "",
-            "mode": predictor.mode if predictor is not None else "",
-            "input_rate_hz": f"{window.received / elapsed:.3f}",
-            "output_rate_hz": f"{window.processed / elapsed:.3f}",
-            "frames_received": str(totals["received"]),
-            "frames_processed": str(totals["processed"]),
-            "frames_idle": str(totals["idle"]),
-            "frames_dropped": str(dropped),
-            "frames_rejected": str(totals["rejected"]),
-            "frames_failed": str(totals["failed"]),
-            "frames_with_nonfinite_outputs": str(totals["nonfinite_frames"]),
-            "nonfinite_values_last": str(totals["last_nonfinite"]),
-        }
-        if window.latencies:
-            values["latency_ms_mean"] = f"{1e3 * sum(window.latencies) / len(window.latencies):.2f}"
-            values["latency_ms_max"] = f"{1e3 * max(window.latencies):.2f}"
-        if totals["last_latency"] is not None:
-            values["latency_ms_last"] = f"{1e3 * totals['last_latency']:.2f}"
-        for stage, seconds in window.stage_sums.items():
-            values[f"time_{stage}_ms"] = f"{1e3 * seconds / max(window.processed, 1):.2f}"
-
-        status = DiagnosticStatus()
-        status.name = f"{self.get_fully_qualified_name()}: CASNet segmentation"
-        status.hardware_id = values["device"]
-        if activation is None:
-            status.level, status.message = DiagnosticStatus.WARN, "not active"
-        elif totals["failed"] or totals["rejected"]:
-            status.level, status.message = DiagnosticStatus.WARN, "frames rejected or failed (see log)"
-        elif totals["nonfinite_frames"]:
-            status.level, status.message = DiagnosticStatus.WARN, "NaN or inf in the network's outputs"
-        elif idle:
-            status.level, status.message = DiagnosticStatus.OK, "idle: no subscriber to any output"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "ok"
-        status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
+        activation, predictor = self._activation, self._predictor
+        device = str(predictor.device) if predictor is not None else ""
+        mode = predictor.mode if predictor is not None else ""
+        enabled = self._live.current.enabled_outputs
+        statuses, states, drops = [], [], []
+        for camera in self._cameras:
+            drops.append(camera.dropped_before + (activation.frames.dropped.get(camera.name, 0) if activation else 0))
+            states.append("inactive" if activation is None else "active" if camera.wanted(enabled) else "idle")
+            statuses.append(diagnostic_status(self._status_name(camera), camera.statistics, state=states[-1],
+                                              device=device, mode=mode, dropped=drops[-1]))
+        if len(self._cameras) > 1:  # the whole process: totals over its cameras
+            state = "inactive" if activation is None else "active" if "active" in states else "idle"
+            statuses.append(diagnostic_status(self.get_fully_qualified_name(), self._stats, state=state,
+                                              device=device, mode=mode, dropped=sum(drops), batched=True))
         array = DiagnosticArray()
-        array.header = _header(self.get_clock().now().to_msg(), "")
-        array.status = [status]
+        array.header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
+        array.status = statuses
         self._diagnostics_publisher.publish(array)
 
     @property
     def autostart(self) -> bool:
         return bool(self._param("autostart"))
-
-
-def _header(stamp, frame_id: str):
-    from std_msgs.msg import Header
-
-    return Header(stamp=stamp, frame_id=frame_id)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Launch CASNet perception nodes: one casnet_node per camera.
+"""Launch CASNet perception nodes: one casnet_node per camera, or one batched casnet_node for all of them.
 
 One camera (outputs under /<namespace>/casnet/...)::
 
@@ -13,6 +13,14 @@ A camera entry is ``name=topic``, or a bare ``name`` for the topic ``/name/image
 ``image/compressed`` topic beside each image topic is remapped too (used with
 ``subscribe_compressed: true``). All other parameters come from ``params_file`` (default: the
 package's config/casnet.yaml).
+
+The same cameras from one process, one model, their frames run as one batch (same topics out)::
+
+    ros2 launch casnet_ros casnet.launch.py checkpoint:=/path/model.pt batched:=true \
+        cameras:=front,rear=/sensing/rear/image_rect_color
+
+The batched node gets the parameters ``cameras: [front, rear]`` and ``<name>.image_topic``; its outputs
+are under /<namespace>/<camera>/casnet/... as with one node per camera (see casnet_ros/node.py).
 
 Transport: each node process gets the package's Fast DDS profile (config/fastdds_shm.xml: a 64 MB
 shared-memory segment beside UDPv4, so full-resolution images are not lost) through
@@ -60,23 +68,35 @@ def _nodes(context):
     if overrides:
         parameters.append(overrides)
     environment = large_image_environment(os.environ)  # {} when the user chose a profile or another RMW
-    nodes = []
-    for camera, topic in _cameras(LaunchConfiguration("cameras").perform(context),
-                                  LaunchConfiguration("camera_topic").perform(context)):
-        node_namespace = "/" + "/".join(part for part in (namespace, camera) if part)
-        nodes.append(Node(
-            package=PACKAGE,
-            executable="casnet_node",
-            name="casnet",
-            namespace=node_namespace,
-            parameters=parameters,
-            remappings=[("~/image", topic), ("~/image/compressed", topic.rstrip("/") + "/compressed")],
-            arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level").perform(context)],
-            additional_env=environment,
-            output="screen",
-            emulate_tty=True,
-        ))
-    return nodes
+    cameras = _cameras(LaunchConfiguration("cameras").perform(context),
+                       LaunchConfiguration("camera_topic").perform(context))
+    batched = LaunchConfiguration("batched").perform(context).strip().lower() in ("true", "1", "yes")
+    if batched and cameras[0][0]:
+        # One process: each camera's topic as a parameter instead of a remapping.
+        processes = [(namespace, [*parameters, _batched_parameters(cameras)], [])]
+    else:
+        processes = [("/".join(part for part in (namespace, camera) if part), parameters,
+                      [("~/image", topic), ("~/image/compressed", topic.rstrip("/") + "/compressed")])
+                     for camera, topic in cameras]
+    return [Node(
+        package=PACKAGE,
+        executable="casnet_node",
+        name="casnet",
+        namespace="/" + node_namespace,
+        parameters=node_parameters,
+        remappings=remappings,
+        arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level").perform(context)],
+        additional_env=environment,
+        output="screen",
+        emulate_tty=True,
+    ) for node_namespace, node_parameters, remappings in processes]
+
+
+def _batched_parameters(cameras):
+    """The parameters of one batched node serving ``cameras`` ([(name, topic)])."""
+    parameters = {"cameras": [name for name, _ in cameras]}
+    parameters.update({f"{name}.image_topic": topic for name, topic in cameras})
+    return parameters
 
 
 def generate_launch_description():
@@ -87,6 +107,9 @@ def generate_launch_description():
         DeclareLaunchArgument("cameras", default_value="",
                               description="Comma-separated cameras, one node each: name=topic or name "
                                           "(topic /name/image_raw); empty: one node on camera_topic"),
+        DeclareLaunchArgument("batched", default_value="false",
+                              description="true: one casnet_node process serves all 'cameras' as one batch "
+                                          "(same output topics); false: one process per camera"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node(s)"),
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="YAML parameter file of casnet_node"),

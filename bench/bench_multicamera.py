@@ -41,8 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from bench_node import image_message, random_checkpoint
+from casnet_core.bags import cdr_header_stamp_ns
 from casnet_ros.client import Client
-from casnet_ros.live_replay import NodeProcess, _cdr_stamp_ns
+from casnet_ros.live_replay import NodeProcess
 
 STARTUP_TIMEOUT_S = 600.0
 ANSWER_TIMEOUT_S = 120.0
@@ -72,7 +73,7 @@ class Cameras:
 
     def _keeper(self, name: str):
         def keep(serialized: bytes) -> None:
-            self.answered[name][_cdr_stamp_ns(serialized)] = time.monotonic()
+            self.answered[name][cdr_header_stamp_ns(serialized)] = time.monotonic()
         return keep
 
     def ready(self) -> bool:

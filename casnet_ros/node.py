@@ -27,62 +27,52 @@ do not change when a vehicle switches between one process per camera and one bat
 Every output carries the header (stamp and frame_id) of the image it was computed from. An output is
 computed only while something subscribes to it, and only while its publish_* parameter is true.
 
-Where things live: parameters, their checks and the live settings staged per request in
-``casnet_ros.parameters``; the newest-frame mailboxes in ``casnet_ros.mailbox``; cameras, their topics and
-the output messages in ``casnet_ros.cameras``; counters and the /diagnostics status in
-``casnet_ros.statistics``. A frame walks: subscription callback (``_receive``) -> the camera's mailbox slot
--> the worker (``_work``) takes the newest frame of every camera -> decode -> ``Predictor.predict_batch``
-(frames of one size as one batch) -> ``cameras.build_outputs`` -> the camera's publishers.
+This module is the lifecycle adapter; the rooms: ``parameters`` (declarations, checks, the live settings
+staged per request), ``mailbox`` (newest frame per camera), ``worker`` (the threads of an activation:
+a frame's walk from the subscription to the publishers), ``cameras`` (topics, publishers, output
+messages), ``statistics`` (counters, /diagnostics).
 
 Design decisions:
 
-* Newest frame only, per camera: the subscription callback only drops the message into its camera's
-  slot; a camera faster than the model replaces its waiting frame (counted as dropped) instead of
-  queueing it, so latency stays bounded by about two inference times. Input QoS is best effort, depth
-  1 (sensor data) by default, reliable with input_reliability: reliable.
+* Newest frame only, per camera: a camera faster than the model replaces its waiting frame (counted as
+  dropped) instead of queueing it, so latency stays bounded by about two inference times. Input QoS is
+  best effort, depth 1 (sensor data) by default, reliable with input_reliability: reliable.
 * One batch per step: the worker takes the newest frame of every camera that has one; the first waits
   at most batch_timeout_ms (from its arrival) for the others, so a silent or slow camera never holds
   the others back. Frames of one size run as one batch, each size as its own (Predictor.predict_batch
-  says why: results stay those of the frame alone). With one camera nothing waits, and the outputs are
-  exactly those of ``Predictor.predict``. One frame that fails in a batch is retried alone, so it
-  fails only itself.
+  says why). With one camera nothing waits and the outputs are exactly ``Predictor.predict``'s. A frame
+  that fails in a batch is retried alone, so it fails only itself.
 * Idle without readers: a camera none of whose outputs has a subscriber (or every publish_* is false)
   has its frames counted (frames_idle) but neither decoded nor run through the network.
-* Each activation has its own worker thread, mailboxes and stop event: a worker of an earlier activation
-  that is still finishing a batch ends after it, whatever the later activations do.
-* The overlay (np.unique over the image plus blending) is drawn by a thread of its own from the newest
-  finished frame of each camera, so it never delays the next inference; it drops frames when it lags.
-* Each output message is built once per frame (casnet_ros.cameras.build_outputs). Panoptic ids are sent
-  as 16UC1, half the bytes of 32SC1 with the same Cityscapes encoding: the post-processing caps
-  instances below 1000 per class (max_instances), so ids stay <= 33 999 (32SC1 only if an id ever
-  exceeded 65 535). 8-bit RGB/BGR/mono inputs are read as views of the received buffer.
+* Each activation has its own threads, mailboxes and stop event (casnet_ros.worker.Activation).
+* The overlay is drawn by a thread of its own from the newest finished frame of each camera, so it never
+  delays the next inference.
+* Each output message is built once per frame; panoptic ids are sent as 16UC1 (ids stay <= 33 999 with
+  max_instances below 1000; 32SC1 only beyond 65 535). 8-bit RGB/BGR/mono inputs are read as views of
+  the received buffer.
 * Inputs larger than max_input_size (longest side) are resized for the network keeping their aspect
   ratio (outputs stay at the camera's size), so an 8K camera cannot exhaust the device.
 * Lifecycle node (rclpy.lifecycle, available since Humble): configure loads the checkpoint onto the
   device and creates the publishers (and latches ~/label_info), activate subscribes and starts the
   workers, deactivate unsubscribes and stops them, cleanup frees the model. With autostart: true (the
-  default) the node runs configure and activate itself at start, so ``ros2 launch`` or ``ros2 run``
-  alone gives a working node; autostart: false leaves it unconfigured for a lifecycle manager.
+  default) the node runs configure and activate itself at start; autostart: false leaves it
+  unconfigured for a lifecycle manager (e.g. nav2_lifecycle_manager or ``ros2 lifecycle set``).
 * An empty checkpoint parameter means the packaged default model (casnet_core.default_model_path(),
   trained on generated scenes only; one log line says so). A missing or mismatched checkpoint fails
   configure with a fatal log; with autostart the process then exits with status 1.
 * Thresholds and publish_* switches apply live, from the next frame on, as one set per parameter
-  request (casnet_ros.parameters.StagedSettings): a frame sees all of a request's changes or none.
-  Model-related parameters and the cameras are read at configure; they are refused while the node is
-  configured (deactivate and clean up first, set them, configure again).
-* Transport: main() selects the shipped Fast DDS profile (config/fastdds_shm.xml: 64 MB shared memory +
-  UDPv4) before rclpy starts, unless the environment names another profile; see casnet_ros.transport.
-* Only APIs present in Humble are used (no ``with rclpy.init()``, no parameter client classes), so the
-  node runs unchanged on Humble, Jazzy and Kilted.
+  request: a frame sees all of a request's changes or none. Model-related parameters and the cameras
+  are read at configure and refused while the node is configured.
+* Transport: main() selects the shipped Fast DDS profile (config/fastdds_shm.xml) before rclpy starts,
+  unless the environment names another profile; see casnet_ros.transport.
+* Only APIs present in Humble are used, so the node runs unchanged on Humble, Jazzy and Kilted.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-import threading
-import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -94,14 +84,14 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from casnet_core import default_model_path
-from casnet_core.predictor import Prediction, Predictor
+from casnet_core.predictor import Predictor
 from casnet_ros import conversions, transport
-from casnet_ros.cameras import Camera, build_outputs, cameras_of, input_qos
-from casnet_ros.mailbox import Frame, LatestFrameMailboxes
+from casnet_ros.cameras import Camera, cameras_of, input_qos
 from casnet_ros.parameters import (CAMERAS, CAMERAS_DESCRIPTOR, LIVE_THRESHOLDS, OUTPUTS, PARAMETERS, LiveSettings,
                                    StagedSettings, Thresholds, camera_topic_descriptor, camera_topic_parameter, check,
                                    check_cameras, is_live)
 from casnet_ros.statistics import STATUS_SUFFIX, Statistics, diagnostic_status
+from casnet_ros.worker import Activation
 
 try:  # Humble has it too; the guard only keeps older rclpy importable.
     from rclpy.executors import ExternalShutdownException
@@ -109,31 +99,9 @@ except ImportError:  # pragma: no cover
     ExternalShutdownException = KeyboardInterrupt
 
 NODE_NAME = "casnet"
-_ERROR_LOG_PERIOD_S = 5.0
 _WORKER_JOIN_TIMEOUT_S = 30.0
 
 __all__ = ["NODE_NAME", "OUTPUTS", "STATUS_SUFFIX", "CasnetNode", "Thresholds", "main"]
-
-
-class _Activation(NamedTuple):
-    """The threads of one activation and what they wait on; nothing here is shared with another one."""
-
-    stop: threading.Event
-    frames: LatestFrameMailboxes  # Frame per camera
-    overlays: LatestFrameMailboxes  # (rgb, prediction, header) of finished frames, per camera
-    threads: tuple[threading.Thread, ...]
-
-
-class _Decoded(NamedTuple):
-    """A frame ready for the network."""
-
-    camera: Camera
-    frame: Frame
-    rgb: Any
-    wanted: list[str]
-    start: float  # perf_counter when its processing began
-    started_ns: int  # the node's clock then
-    decoded: float  # perf_counter after decoding
 
 
 class CasnetNode(LifecycleNode):
@@ -155,7 +123,7 @@ class CasnetNode(LifecycleNode):
         self._diagnostics_publisher = None
         self._diagnostics_timer = None
         self._input_subscriptions: list[Any] = []
-        self._activation: _Activation | None = None
+        self._activation: Activation | None = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ---------------------------------------------------------------- parameters
@@ -243,16 +211,11 @@ class CasnetNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cameras = tuple(self._cameras)
-        names = tuple(camera.name for camera in cameras)
-        stop, frames, overlays = threading.Event(), LatestFrameMailboxes(names), LatestFrameMailboxes(names)
-        others_wait = self._param("batch_timeout_ms") * 1e-3 if len(cameras) > 1 else 0.0
-        threads = (
-            threading.Thread(target=self._work, args=(self._predictor, cameras, frames, overlays, stop, others_wait),
-                             name="casnet-worker", daemon=True),
-            threading.Thread(target=self._draw_overlays, args=(cameras, overlays, stop), name="casnet-overlay",
-                             daemon=True),
-        )
-        self._activation = _Activation(stop, frames, overlays, threads)
+        activation = Activation(
+            self._predictor, cameras, live_settings=lambda: self._live.current,
+            clock_ns=lambda: self.get_clock().now().nanoseconds, logger=self.get_logger(),
+            others_wait=self._param("batch_timeout_ms") * 1e-3 if len(cameras) > 1 else 0.0)
+        self._activation = activation
         qos = input_qos(self._param("input_reliability"))
         for camera in cameras:
             self._input_subscriptions.append(self.create_subscription(
@@ -261,8 +224,7 @@ class CasnetNode(LifecycleNode):
                 self._input_subscriptions.append(self.create_subscription(
                     CompressedImage, camera.compressed_topic,
                     lambda msg, camera=camera: self._receive(camera, msg, True), qos))
-        for thread in threads:
-            thread.start()
+        activation.start()
         topics = ", ".join(subscription.topic_name for subscription in self._input_subscriptions)
         self.get_logger().info(f"active: processing {topics} ({self._param('input_reliability')})")
         return super().on_activate(state)
@@ -312,14 +274,9 @@ class CasnetNode(LifecycleNode):
         activation, self._activation = self._activation, None
         if activation is None:
             return
-        activation.stop.set()
-        activation.frames.close()
-        activation.overlays.close()
+        activation.close(join_timeout=_WORKER_JOIN_TIMEOUT_S)
         for camera in self._cameras:
             camera.dropped_before += activation.frames.dropped.get(camera.name, 0)
-        for thread in activation.threads:
-            # A frame still running after the timeout finishes on its own; its stop event stays set.
-            thread.join(timeout=_WORKER_JOIN_TIMEOUT_S)
 
     def _release(self) -> None:
         if self._diagnostics_timer is not None:
@@ -341,114 +298,7 @@ class CasnetNode(LifecycleNode):
         camera.statistics.on_received()
         activation = self._activation
         if activation is not None:
-            activation.frames.put(camera.name, Frame(msg, compressed, self.get_clock().now().nanoseconds))
-
-    # ---------------------------------------------------------------- workers
-    def _work(self, predictor: Predictor, cameras: tuple[Camera, ...], frames: LatestFrameMailboxes,
-              overlays: LatestFrameMailboxes, stop: threading.Event, others_wait: float) -> None:
-        """The inference thread of one activation: until ``stop`` is set, the newest frame of every camera."""
-        by_name = {camera.name: camera for camera in cameras}
-        while not stop.is_set():
-            taken = frames.take(timeout=0.5, others_wait=others_wait)
-            if not taken:
-                continue
-            batch = [(by_name[name], frame) for name, frame in taken.items()]
-            try:
-                self._process(batch, predictor, overlays)
-            except Exception as error:  # the node stays alive; the error is reported and counted
-                for camera, _ in batch:
-                    self._failed(camera, "batch", error)
-
-    def _failed(self, camera: Camera, what: str, error: Exception) -> None:
-        camera.statistics.count("failed")
-        self.get_logger().error(f"{what} failed: {type(error).__name__}: {error}",
-                                throttle_duration_sec=_ERROR_LOG_PERIOD_S)
-
-    def _process(self, batch: list[tuple[Camera, Frame]], predictor: Predictor,
-                 overlays: LatestFrameMailboxes) -> None:
-        settings = self._live.current  # one snapshot of the live settings for the whole batch
-        ready: list[_Decoded] = []
-        for camera, frame in batch:
-            wanted = camera.wanted(settings.enabled_outputs)
-            if not wanted:
-                camera.statistics.count("idle")
-                continue
-            start, started_ns = time.perf_counter(), self.get_clock().now().nanoseconds
-            try:
-                rgb = (conversions.compressed_to_rgb(frame.msg) if frame.compressed
-                       else conversions.image_to_rgb(frame.msg))
-            except conversions.ImageConversionError as error:
-                camera.statistics.count("rejected")
-                self.get_logger().error(f"frame skipped: {error}", throttle_duration_sec=_ERROR_LOG_PERIOD_S)
-                continue
-            ready.append(_Decoded(camera, frame, rgb, wanted, start, started_ns, time.perf_counter()))
-        if not ready:
-            return
-        # This thread is the only caller of predict: the snapshot holds for the whole batch.
-        settings.thresholds.apply_to(predictor)
-        predict_start = time.perf_counter()
-        predictions = self._predict(predictor, ready)
-        predicted = time.perf_counter()
-        for item, prediction in zip(ready, predictions):
-            if prediction is None:
-                continue
-            try:
-                self._publish(item, prediction, predictor.mode, predicted - predict_start, len(ready), overlays)
-            except Exception as error:
-                self._failed(item.camera, "frame", error)
-
-    def _predict(self, predictor: Predictor, ready: list[_Decoded]) -> list[Prediction | None]:
-        """The predictions of a batch; when the batch fails, each frame alone (None where that fails too)."""
-        try:
-            return predictor.predict_batch([item.rgb for item in ready])
-        except Exception as error:
-            if len(ready) == 1:
-                self._failed(ready[0].camera, "frame", error)
-                return [None]
-        predictions: list[Prediction | None] = []
-        for item in ready:
-            try:
-                predictions.append(predictor.predict(item.rgb))
-            except Exception as error:
-                self._failed(item.camera, "frame", error)
-                predictions.append(None)
-        return predictions
-
-    def _publish(self, item: _Decoded, prediction: Prediction, mode: str, predict_seconds: float, batch_size: int,
-                 overlays: LatestFrameMailboxes) -> None:
-        header = item.frame.msg.header
-        built_start = time.perf_counter()
-        messages = build_outputs(prediction, header, item.wanted, mode)
-        built = time.perf_counter()
-        item.camera.publish(messages)
-        published = time.perf_counter()
-        if "overlay" in item.wanted:
-            overlays.put(item.camera.name, (item.rgb, prediction, header))
-
-        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        latency = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
-        stages = {"receive": (item.frame.received_ns - stamp_ns) * 1e-9,
-                  "wait": (item.started_ns - item.frame.received_ns) * 1e-9, "decode": item.decoded - item.start,
-                  **dict(prediction.timings), "predict": predict_seconds, "build": built - built_start,
-                  "publish": published - built, "total": published - item.start}
-        item.camera.statistics.on_processed(latency, stages, int(prediction.nonfinite), batch_size)
-
-    def _draw_overlays(self, cameras: tuple[Camera, ...], overlays: LatestFrameMailboxes,
-                       stop: threading.Event) -> None:
-        """The overlay thread of one activation: draws and publishes the newest finished frame of each camera."""
-        from casnet_core.visualize import colorize  # OpenCV drawing, needed only while an overlay is wanted
-
-        by_name = {camera.name: camera for camera in cameras}
-        while not stop.is_set():
-            for name, (rgb, prediction, header) in overlays.take(timeout=0.5).items():
-                camera = by_name[name]
-                publisher = camera.publishers.get("overlay")
-                if publisher is None:
-                    continue
-                try:
-                    publisher.publish(conversions.array_to_image(colorize(prediction, rgb), "rgb8", header))
-                except Exception as error:
-                    self._failed(camera, "overlay", error)
+            activation.put(camera, msg, compressed)
 
     # ---------------------------------------------------------------- label info, diagnostics
     def _publish_label_info(self) -> None:

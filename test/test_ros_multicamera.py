@@ -321,3 +321,12 @@ def test_a_camera_added_by_parameter_at_configure_time(client, predictor, scenes
         assert_matches_prediction(outputs, predictor.predict(scenes[camera][0 if camera == "extra" else 1]),
                                   outputs["panoptic"].header)
     assert conversions.image_to_panoptic(answers["extra"]["panoptic"]).shape == (80, 128)
+
+
+def test_the_parameter_file_sets_every_parameter_of_the_node():
+    import yaml
+
+    from casnet_ros.parameters import PARAMETERS
+
+    shipped = yaml.safe_load((REPO_ROOT / "config" / "casnet.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(shipped) == set(PARAMETERS)

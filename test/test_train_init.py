@@ -74,3 +74,39 @@ def test_init_and_resume_exclude_each_other(synth_root, tiny_checkpoint, tmp_pat
     with pytest.raises(TrainingError, match="--init"):
         train(load_config(None, TINY), synth_root, tmp_path / "run", device="cpu", max_iters=1, resume=True,
               init=tiny_checkpoint, progress=False)
+
+
+def test_gpu_script_continues_the_shipped_model_on_the_cpu_with_a_few_steps(tmp_path):
+    """scripts/gpu_train_default.sh end to end at a tiny size: data, `casnet train --init` from the shipped model,
+    `casnet eval`, and the files it brings back; the shipped model itself is left as it was."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from casnet_core import default_model_path
+    from casnet_core.checkpoint import load_model
+
+    repository = Path(__file__).resolve().parents[1]
+    shipped = Path(default_model_path())
+    before = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "WORK": str(tmp_path / "work"),
+           "TRAIN_IMAGES": "2", "VAL_IMAGES": "1", "HEIGHT": "128", "WIDTH": "256", "STEPS": "2",
+           "OVERRIDES": "data.short_side=[128,128] data.crop_size=[128,256] data.workers=0 solver.batch_size=2 "
+                        "solver.log_every=1"}
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", str(repository / "scripts" / "gpu_train_default.sh"), str(out)], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert {"casnet_default.pt", "metrics.json", "log.jsonl", "config.yaml", "timings.txt"} <= \
+        {p.name for p in out.iterdir()}
+    assert "initialised from the weights of casnet_core/models/casnet_default.pt" in result.stdout
+    assert "training: 2 steps" in (out / "timings.txt").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 1 and 0.0 <= metrics["PQ"] <= 1.0
+    config = load_config(out / "config.yaml")
+    assert config["loss"]["attribute_loss"] == "giou" and config["model"]["backbone"] == "hrnet_w18_small_v2"
+    model, info = load_model(out / "casnet_default.pt")
+    assert info["step"] == 2 and "optimizer" not in info
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before

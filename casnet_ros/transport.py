@@ -18,6 +18,11 @@ import os
 from pathlib import Path
 from typing import Mapping, MutableMapping
 
+try:  # a ROS install (colcon / ament) indexes the package's share folder; a pip install has no ament index
+    from ament_index_python.packages import get_package_share_directory
+except ImportError:
+    get_package_share_directory = None
+
 PACKAGE = "casnet_ros"
 FASTDDS_PROFILE = "fastdds_shm.xml"
 # Fast DDS 3 (Kilted and later) reads the first name; Fast DDS 2 (Humble, Jazzy) the second. Fast DDS 3
@@ -30,14 +35,13 @@ _FAST_DDS_RMWS = ("", "rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
 def config_path(name: str) -> Path:
     """A file of the package's config/ folder: the installed share directory (colcon / ament), else
     the source tree this module was imported from (pip install -e, a checkout)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        installed = Path(get_package_share_directory(PACKAGE)) / "config" / name
-        if installed.is_file():
-            return installed
-    except (ImportError, LookupError, OSError):  # no ament index, no AMENT_PREFIX_PATH, package not in it
-        pass
+    if get_package_share_directory is not None:
+        try:
+            installed = Path(get_package_share_directory(PACKAGE)) / "config" / name
+            if installed.is_file():
+                return installed
+        except (LookupError, OSError):  # no AMENT_PREFIX_PATH, package not in it
+            pass
     return Path(__file__).resolve().parents[1] / "config" / name
 
 

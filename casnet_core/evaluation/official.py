@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as official_instance
+from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as official_panoptic
+from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official_pixel
+from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 
+from casnet_core.data import list_samples
 from casnet_core.evaluation.compat import numpy2_compat, official_errors, redirect_output, working_directory
 from casnet_core.evaluation.metrics import metrics_from_official_results
 from casnet_core.evaluation.writers import CityscapesResultWriter
@@ -30,8 +35,6 @@ def prepare_panoptic_ground_truth(
     the names the official tools use), never into ``data_root``, and reused while it covers exactly
     the split's ``*_instanceIds.png`` and is newer than all of them. Returns (json file, PNG folder).
     """
-    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
-
     gt_fine = Path(data_root).resolve() / "gtFine"
     sources = sorted((gt_fine / split).glob("*/*_instanceIds.png"))
     if not sources:
@@ -67,8 +70,6 @@ def run_panoptic_evaluator(
     ``image_ids``: evaluate only these images: the ground-truth JSON is filtered into a copy
     beside ``results_file`` (the evaluator wants a prediction for every ground-truth image).
     """
-    from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as official
-
     if image_ids is not None:
         wanted = set(image_ids)
         gt = json.loads(Path(gt_json).read_text())
@@ -81,8 +82,8 @@ def run_panoptic_evaluator(
         gt_json.write_text(json.dumps(gt))
     with official_errors("panoptic"):
         try:
-            return official.evaluatePanoptic(str(gt_json), str(gt_folder), str(pred_json), str(pred_folder),
-                                             str(results_file))
+            return official_panoptic.evaluatePanoptic(str(gt_json), str(gt_folder), str(pred_json),
+                                                      str(pred_folder), str(results_file))
         except ZeroDivisionError as error:
             # pq_average divides by the number of classes present, for things and for stuff alike.
             raise RuntimeError("the official panoptic evaluator needs at least one thing and one stuff "
@@ -90,10 +91,8 @@ def run_panoptic_evaluator(
 
 
 def _instance_args(results_root: Path, work_dir: Path, quiet: bool):
-    from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as official
-
-    args = official.CArgs()
-    for name, value in vars(official.args).items():  # the defaults of the script ...
+    args = official_instance.CArgs()
+    for name, value in vars(official_instance.args).items():  # the defaults of the script ...
         setattr(args, name, value)
     # ... with every path pointed at our folders, never at the package or the environment.
     args.cityscapesPath = str(work_dir)
@@ -125,26 +124,22 @@ def run_instance_evaluator(
     ``work_dir`` receives gtInstances.json (rebuilt every run: the official cache never notices a
     changed ground truth), matches.json and the result JSON.
     """
-    from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as official
-
     args = _instance_args(Path(results_root).resolve(), Path(work_dir).resolve(), quiet)
     Path(args.gtInstancesFile).unlink(missing_ok=True)
     # Absolute before the chdir below; the evaluator also keys its ground truth by absolute path.
     predictions = [str(Path(p).resolve()) for p in prediction_files]
     ground_truth = [str(Path(p).resolve()) for p in gt_instance_files]
-    with official_errors("instance"), numpy2_compat(official), working_directory(args.cityscapesPath):
+    with official_errors("instance"), numpy2_compat(official_instance), working_directory(args.cityscapesPath):
         # evaluateImgLists writes matches.json into the working directory: make that work_dir.
-        return official.evaluateImgLists(predictions, ground_truth, args)
+        return official_instance.evaluateImgLists(predictions, ground_truth, args)
 
 
 def run_pixel_evaluator(
     prediction_files: Sequence[Path], gt_label_files: Sequence[Path], work_dir: Path, *, quiet: bool = True,
 ) -> dict[str, Any]:
     """``evalPixelLevelSemanticLabeling.evaluateImgLists`` on explicit file lists."""
-    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
-
-    args = official.CArgs()
-    for name, value in vars(official.args).items():
+    args = official_pixel.CArgs()
+    for name, value in vars(official_pixel.args).items():
         setattr(args, name, value)
     args.cityscapesPath = str(work_dir)
     args.exportFile = str(Path(work_dir).resolve() / "resultPixelLevelSemanticLabeling.json")
@@ -159,8 +154,9 @@ def run_pixel_evaluator(
     args.bold = ""
     args.nocol = ""
     args.JSONOutput = True
-    with official_errors("pixel-level"), numpy2_compat(official):
-        return official.evaluateImgLists([str(p) for p in prediction_files], [str(p) for p in gt_label_files], args)
+    with official_errors("pixel-level"), numpy2_compat(official_pixel):
+        return official_pixel.evaluateImgLists([str(p) for p in prediction_files], [str(p) for p in gt_label_files],
+                                               args)
 
 
 def run_official_evaluators(
@@ -177,8 +173,6 @@ def run_official_evaluators(
     Their results and logs go to ``writer.out_dir/evaluators/`` (emptied first); the panoptic ground
     truth is cached in ``cache_dir`` (default ``writer.out_dir/gt_panoptic``).
     """
-    from casnet_core.data import list_samples
-
     data_root = Path(data_root).resolve()
     out_dir = writer.out_dir
     work_dir = out_dir / EVALUATORS_FOLDER

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from casnet_core.labels import LABEL_COLORS
 from casnet_core.synth.street import DEFAULT_CLASSES, generate_scene
@@ -94,16 +96,12 @@ def generate_dataset(
         tasks += [(str(root), split, i, int(seed), int(height), int(width)) for i in range(count)]
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
-    from tqdm import tqdm
-
     with tqdm(total=len(tasks), desc="synth", unit="img", disable=not progress) as bar:
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
                 _generate_sample(task)
                 bar.update(1)
         else:
-            import multiprocessing
-
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 for _ in pool.imap_unordered(_generate_sample, tasks):
                     bar.update(1)

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
 
+from casnet_core import bags
 from casnet_core.labels import IGNORE_INDEX, class_space
 from casnet_core.synth.painter import InstanceNumbers
 from casnet_core.synth.scene import DRIVE_STREAM, Motion, StreetScene
@@ -118,10 +120,6 @@ def write_drive_bag(
     "/compressed"`` (``sensor_msgs/CompressedImage``); ``sensor_msgs/CameraInfo`` on ``CAMERA_INFO_TOPIC``;
     the panoptic ground truth (``sensor_msgs/Image`` 32SC1) on ``PANOPTIC_GT_TOPIC``. Returns ``path``.
     """
-    from tqdm import tqdm
-
-    from casnet_core import bags
-
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     _check_drive(frames, rate_hz, height, width)  # before the bag folder is made

@@ -1,6 +1,7 @@
 """The Cityscapes-format reader and its augmentations, on generated data."""
 
 import numpy as np
+import pytest
 import torch
 
 from casnet_core.data import CityscapesDataset, list_samples, read_instance_ids, read_label_ids
@@ -35,7 +36,7 @@ def test_instance_mode_maps_stuff_to_background(synth_root):
     assert (semantic == 0).float().mean() > 0.3  # road, buildings, sky... are all background
 
 
-def test_augmentation_resizes_crops_flips_and_is_deterministic(synth_root):
+def test_augmentation_is_deterministic_per_seed_and_epoch(synth_root):
     def make(seed):
         return CityscapesDataset(synth_root, "train", stride=4, augment=True, short_side=(128, 384),
                                  crop_size=(128, 256), seed=seed)
@@ -44,17 +45,170 @@ def test_augmentation_resizes_crops_flips_and_is_deterministic(synth_root):
     items = [a[i] for i in range(len(a))]
     for item in items:
         assert item["image"].shape == (3, 128, 256) and item["semantic"].shape == (32, 64)
-        # Attributes still decode to boxes that hold their own cell point, after resize/crop/flip.
-        boxes = decode_boxes(item["attributes"][None], 4)[0].permute(1, 2, 0).numpy()
-        ys, xs = np.nonzero(item["thing_mask"].numpy())
-        px, py = (xs + 0.5) * 4, (ys + 0.5) * 4
-        b_ = boxes[ys, xs]
-        assert ((b_[:, 0] <= px) & (px <= b_[:, 2]) & (b_[:, 1] <= py) & (py <= b_[:, 3])).all()
     for i in range(len(a)):
         torch.testing.assert_close(items[i]["image"], b[i]["image"])
     assert any(not torch.equal(items[i]["image"], c[i]["image"]) for i in range(len(a)))
     a.set_epoch(1)
     assert any(not torch.equal(items[i]["image"], a[i]["image"]) for i in range(len(a)))
+
+
+# -- image, labels and instances stay aligned through resize, crop and flip ----------------------------
+# A painted dataset: every stuff class and every instance has its own flat colour, so an image pixel away
+# from a border names the class (and instance) it shows. Vertical stuff stripes, train ids increasing from
+# left to right, show whether an item is flipped and (their width) how much it is scaled.
+STRIPES = (11, 12, 13, 17, 19, 20, 21, 22)  # building ... terrain: train ids 2..9
+STRIPE_WIDTH = 64
+THINGS = ((26, 96, 176, 16, 136), (26, 120, 230, 196, 316), (24, 100, 236, 352, 392), (27, 104, 220, 420, 500))
+
+
+def _colour(code: int) -> tuple[int, int, int]:
+    return (code * 37) % 256, (code * 91 + 50) % 256, (code * 53 + 100) % 256
+
+
+def _painted_dataset(root, count: int = 3):
+    """``count`` 256x512 scenes in the Cityscapes layout; returns {colour: train id} of every painted colour."""
+    import cv2
+
+    from casnet_core.labels import LABEL_DIVISOR
+
+    lut = class_space("panoptic").label_id_lut()
+    colour_class = {_colour(label): int(lut[label]) for label in STRIPES}
+    for index in range(count):
+        labels = np.repeat(np.array(STRIPES, np.uint8), STRIPE_WIDTH)[None].repeat(256, 0)
+        instances = labels.astype(np.int32)
+        codes = labels.astype(np.int32)
+        for k, (label, y0, y1, x0, x1) in enumerate(THINGS):
+            shift = 8 * index  # each scene a little different
+            window = slice(y0 + shift // 2, y1), slice(x0 + shift, x1 + shift)
+            labels[window], instances[window], codes[window] = label, label * LABEL_DIVISOR + k, 100 + k
+            colour_class[_colour(100 + k)] = int(lut[label])
+        palette = np.zeros((256, 3), np.uint8)
+        for code in np.unique(codes):
+            palette[code] = _colour(int(code))
+        name = f"paint_{index:06d}_000019"
+        (root / "leftImg8bit" / "train" / "paint").mkdir(parents=True, exist_ok=True)
+        (root / "gtFine" / "train" / "paint").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "leftImg8bit" / "train" / "paint" / f"{name}_leftImg8bit.png"), palette[codes][..., ::-1])
+        cv2.imwrite(str(root / "gtFine" / "train" / "paint" / f"{name}_gtFine_labelIds.png"), labels)
+        cv2.imwrite(str(root / "gtFine" / "train" / "paint" / f"{name}_gtFine_instanceIds.png"),
+                    instances.astype(np.uint16))
+    assert len(colour_class) == len(STRIPES) + len(THINGS), "colours must be distinct"
+    return colour_class
+
+
+def _check_alignment(item, colour_class: dict) -> tuple[int, bool | None, float | None]:
+    """Asserts that the image, the semantic targets and the attributes of ``item`` show the same scene.
+    Returns (thing cells checked, flipped?, scale) as read from the stripes (None where not visible)."""
+    from scipy import ndimage
+
+    image = item["image"].permute(1, 2, 0).numpy().astype(np.uint8)
+    semantic = item["semantic_full"].numpy().astype(np.int64)
+    codes = (image[..., 0].astype(np.int64) << 16) | (image[..., 1].astype(np.int64) << 8) | image[..., 2]
+    known = {(r << 16) | (g << 8) | b: c for (r, g, b), c in colour_class.items()}
+    unique_codes, inverse = np.unique(codes, return_inverse=True)
+    shown = np.array([known.get(int(code), -1) for code in unique_codes])[inverse.reshape(codes.shape)]
+    # Away from borders (a linear resize blends colours there, also with the pixels just outside the crop),
+    # the image shows the class of the target.
+    inside = (ndimage.minimum_filter(semantic, 5) == ndimage.maximum_filter(semantic, 5)) & (semantic != IGNORE_INDEX)
+    inside[:2], inside[-2:], inside[:, :2], inside[:, -2:] = False, False, False, False
+    assert inside.mean() > 0.5
+    mismatch = inside & (shown != semantic)
+    assert not mismatch.any(), f"{mismatch.sum()} of {inside.sum()} pixels show another class than their label"
+    # Each thing cell's attributes decode to the box of the instance the image shows there (within the
+    # 2 pixels that blending takes off a colour's extent).
+    boxes = decode_boxes(item["attributes"][None], 4)[0].permute(1, 2, 0).numpy()
+    painted_boxes = {}
+    for code in unique_codes:
+        if known.get(int(code), -1) >= 11:  # an instance's colour
+            ys, xs = np.nonzero(codes == code)
+            painted_boxes[int(code)] = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+    checked = 0
+    for i, j in zip(*np.nonzero(item["thing_mask"].numpy())):
+        painted = painted_boxes.get(int(codes[i * 4 + 2, j * 4 + 2]))
+        if painted is None:  # a blended border pixel: no instance colour to compare with
+            continue
+        assert np.abs(boxes[i, j] - painted).max() <= 2.5, (boxes[i, j], painted)
+        checked += 1
+    # Stripes: the order of the fully visible ones gives the flip, their width the scale.
+    flips, widths = set(), []
+    for row in semantic[::8]:
+        runs = [(int(v), len(list(g))) for v, g in __import__("itertools").groupby(row)]
+        stripes = [(v, n) for v, n in runs if 2 <= v <= 9]
+        if len(stripes) >= 2 and len(stripes) == len(runs):
+            steps = {b[0] - a[0] for a, b in zip(stripes, stripes[1:])}
+            assert steps in ({1}, {-1}), f"stripes out of order: {stripes}"
+            flips.add(steps == {-1})
+            widths += [n for _, n in stripes[1:-1]]
+    assert len(flips) <= 1
+    scale = float(np.median(widths)) / STRIPE_WIDTH if widths else None
+    return checked, (flips.pop() if flips else None), scale
+
+
+def _check_painted_dataset(root, colour_class) -> None:
+    dataset = CityscapesDataset(root, "train", stride=4, augment=True, short_side=(128, 384), crop_size=(128, 256),
+                                seed=0)
+    checked, flips, scales = 0, set(), []
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        for index in range(len(dataset)):
+            item = dataset[index]
+            assert item["image"].shape == (3, 128, 256) and item["semantic_full"].shape == (128, 256)
+            cells, flipped, scale = _check_alignment(item, colour_class)
+            checked += cells
+            flips.add(flipped)
+            scales.append(scale)
+    assert checked >= 50, f"only {checked} thing cells checked"
+    assert {True, False} <= flips, "every item has the same orientation: no flip, or always flipped"
+    scales = [s for s in scales if s is not None]
+    assert min(scales) >= 128 / 256 * 0.9 and max(scales) <= 384 / 256 * 1.1, scales
+    assert max(scales) / min(scales) > 1.3, f"the short side is not resized at random: scales {scales}"
+
+
+def test_augmentation_keeps_image_labels_and_instances_aligned(tmp_path):
+    _check_painted_dataset(tmp_path, _painted_dataset(tmp_path))
+
+
+def _image_only_flip(monkeypatch):
+    augment = CityscapesDataset._augment
+
+    def mutated(self, image, labels, instances, rng):
+        image, labels, instances = augment(self, image, labels, instances, rng)
+        return np.ascontiguousarray(image[:, ::-1]), labels, instances
+
+    monkeypatch.setattr(CityscapesDataset, "_augment", mutated)
+
+
+def _image_only_resize(monkeypatch):
+    from casnet_core import data
+
+    resize = data._resize_short_side
+    monkeypatch.setattr(data, "_resize_short_side",
+                        lambda image, labels, instances, short: (resize(image, labels, instances, short)[0], labels,
+                                                                 instances))
+
+
+def _random_attributes(monkeypatch):
+    from casnet_core import data
+
+    build = data.build_targets
+    rng = np.random.default_rng(0)
+
+    def mutated(*args, **kwargs):
+        targets = build(*args, **kwargs)
+        noise = rng.uniform(0, 20, targets["attributes"].shape).astype(np.float32)
+        targets["attributes"] = noise * targets["thing_mask"][None]
+        return targets
+
+    monkeypatch.setattr(data, "build_targets", mutated)
+
+
+@pytest.mark.parametrize("mutation", [_image_only_flip, _image_only_resize, _random_attributes])
+def test_the_alignment_test_fails_on_a_misaligned_augmentation(tmp_path, monkeypatch, mutation):
+    # Negative controls: the bugs the alignment test is there for.
+    colour_class = _painted_dataset(tmp_path)
+    mutation(monkeypatch)
+    with pytest.raises((AssertionError, ValueError)):
+        _check_painted_dataset(tmp_path, colour_class)
 
 
 def test_instance_ids_are_read_as_16_bit(synth_root):

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from casnet_msgs.msg import PanopticFrame
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from casnet_core.predictor import Prediction
 from casnet_ros import conversions
@@ -48,9 +50,6 @@ class Camera:
         return self.image_topic.rstrip("/") + "/compressed"
 
     def create_publishers(self, node: Any) -> None:
-        from casnet_msgs.msg import PanopticFrame
-        from vision_msgs.msg import Detection2DArray, LabelInfo
-
         for name, msg_type in (("panoptic", Image), ("semantic", Image), ("overlay", Image),
                                ("instances", PanopticFrame), ("detections", Detection2DArray)):
             self.publishers[name] = node.create_publisher(msg_type, self.prefix + name, OUTPUT_QOS)

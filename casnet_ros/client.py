@@ -11,6 +11,9 @@ import os
 import time
 from typing import Any, Callable
 
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+
 from casnet_ros import transport
 from casnet_ros.live_replay import ros_environment
 
@@ -26,9 +29,6 @@ class Client:
     """A plain rclpy node in its own context: publishes test images, records the node's outputs."""
 
     def __init__(self, domain_id: int, node_name: str = "casnet_test_client") -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
         os.environ.update(ros_environment(domain_id))
         transport.use_large_image_profile()  # before this process's first participant
         self.context = rclpy.Context()
@@ -71,8 +71,6 @@ class Client:
         return future.result()
 
     def close(self) -> None:
-        import rclpy
-
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)

@@ -12,6 +12,11 @@ import sys
 from typing import Sequence
 
 import numpy as np
+from casnet_msgs.msg import PanopticFrame, PanopticInstance
+from geometry_msgs.msg import PoseWithCovariance
+from sensor_msgs.msg import Image
+from vision_msgs.msg import (Detection2D, Detection2DArray, LabelInfo, ObjectHypothesis,
+                             ObjectHypothesisWithPose, VisionClass)
 
 from casnet_core import image_encoding
 from casnet_core.image_encoding import ImageConversionError
@@ -39,8 +44,6 @@ def _byte_array(pixels: np.ndarray) -> array.array:
 
 def array_to_image(pixels: np.ndarray, encoding: str, header):
     """(H, W) or (H, W, C) numpy array -> sensor_msgs/Image with ``header`` and ``encoding``."""
-    from sensor_msgs.msg import Image
-
     pixels = np.ascontiguousarray(pixels)
     height, width = pixels.shape[:2]
     msg = Image()
@@ -83,8 +86,6 @@ def image_to_mono8(msg) -> np.ndarray:
 
 def instances_to_frame(panoptic_image, instances: Sequence, mode: str, header):
     """Prediction instances + the panoptic image (``panoptic_to_image``) -> casnet_msgs/PanopticFrame."""
-    from casnet_msgs.msg import PanopticFrame, PanopticInstance
-
     frame = PanopticFrame()
     frame.header = header
     frame.mode = mode
@@ -112,9 +113,6 @@ def instances_to_detections(instances: Sequence, header):
     box as centre + size in pixels. The hypothesis pose is left empty (an image-space detection
     has no 3D pose).
     """
-    from geometry_msgs.msg import PoseWithCovariance
-    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesis, ObjectHypothesisWithPose
-
     # One empty pose shared by all hypotheses: building a PoseWithCovariance (36 covariance values)
     # per detection would dominate the cost of this message.
     no_pose = PoseWithCovariance()
@@ -139,8 +137,6 @@ def label_info(class_space, threshold: float, header):
     Keys are Cityscapes label ids, the values published in ~/semantic, in the panoptic ids and in
     Detection2D class ids; 0 ("unlabeled") marks void pixels.
     """
-    from vision_msgs.msg import LabelInfo, VisionClass
-
     msg = LabelInfo()
     msg.header = header
     entries = {0: "unlabeled"}

@@ -195,7 +195,7 @@ class CasnetNode(LifecycleNode):
             for camera in self._cameras:
                 camera.create_publishers(self)
             self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        except Exception as error:  # e.g. casnet_msgs / vision_msgs not built
+        except Exception as error:  # e.g. a camera topic that is not a valid ROS name
             self.get_logger().fatal(f"cannot create the publishers: {type(error).__name__}: {error}")
             self._release()
             return TransitionCallbackReturn.FAILURE

@@ -271,7 +271,18 @@ def test_each_camera_gets_its_own_outputs_equal_to_the_frame_alone(client, predi
 def test_a_camera_that_stops_does_not_stop_the_others(client, predictor, scenes):
     send_round(client, {camera: scenes[camera][1] for camera in SIZES})
     start = time.time()
-    # "side" falls silent; front and rear keep being answered, each frame with its own result.
+    # "side" sends a malformed frame (a buffer far too short), rejected alone, then falls silent; front and rear
+    # keep being answered, each frame with its own result.
+    bad = Image(header=Header(frame_id="side_bad"), height=64, width=160, encoding="rgb8", step=480, data=[0] * 10)
+
+    def side_rejected() -> bool:
+        return int(statuses(client, after=start).get(f"/side/casnet{STATUS_SUFFIX}", {}).get("frames_rejected", 0)) > 0
+
+    for _ in range(5):  # best-effort input: resent until the node has seen it
+        client.publishers["side"].publish(bad)
+        if client.spin_until(side_rejected, timeout=8):
+            break
+    assert side_rejected()
     for index in (2, 0):
         answers = send_round(client, {"front": scenes["front"][index], "rear": scenes["rear"][index]})
         for camera, outputs in answers.items():
@@ -296,6 +307,7 @@ def test_a_camera_that_stops_does_not_stop_the_others(client, predictor, scenes)
              for s in msg.status if s.name == f"/casnet{STATUS_SUFFIX}" and s.values[-1].key == "batch_size_mean"]
     assert sizes and all(1.0 <= size <= 3.0 for size in sizes)
     assert all(found[f"/{camera}/casnet{STATUS_SUFFIX}"]["frames_failed"] == "0" for camera in SIZES)
+    assert [found[f"/{camera}/casnet{STATUS_SUFFIX}"]["frames_rejected"] for camera in ("front", "rear")] == ["0", "0"]
 
 
 def test_a_camera_added_by_parameter_at_configure_time(client, predictor, scenes):

@@ -132,9 +132,11 @@ class CasnetNode(LifecycleNode):
 
     def _camera_names(self) -> list[str]:
         parameter = self.get_parameter_or(CAMERAS, None)
-        return list(parameter.value or []) if parameter is not None and parameter.value is not None else []
+        return list(parameter.value) if parameter is not None and parameter.value else []
 
     def _declare_camera_topics(self, cameras: list[str]) -> None:
+        if check_cameras(cameras) is not None:  # refused at configure, with the reason
+            return
         for camera in cameras:
             if not self.has_parameter(camera_topic_parameter(camera)):
                 self.declare_parameter(camera_topic_parameter(camera), "", camera_topic_descriptor(camera))

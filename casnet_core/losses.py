@@ -110,7 +110,9 @@ def semantic_loss(
         logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     pixel_losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")  # (B, H, W)
     valid = labels != IGNORE_INDEX
-    if small_instance_weight != 1.0 and "small_instance" in targets:
+    if small_instance_weight != 1.0:
+        if "small_instance" not in targets:
+            raise ValueError("small_instance_weight needs the 'small_instance' target (build_targets(small_instance_area=...))")
         pixel_losses = pixel_losses * (1.0 + (small_instance_weight - 1.0) * targets["small_instance"].float())
     pixel_losses = pixel_losses[valid]
     if pixel_losses.numel() == 0:  # every pixel ignored: mean of nothing

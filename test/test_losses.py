@@ -104,6 +104,8 @@ def test_small_instance_weight_and_full_resolution_labels():
     weighted = (pixel * (1 + 2 * small.float()))[full != IGNORE_INDEX]
     assert semantic_loss(outputs["semantic"], targets, small_instance_weight=3.0).item() == pytest.approx(
         weighted.mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="small_instance"):
+        semantic_loss(outputs["semantic"], {"semantic": targets["semantic"]}, small_instance_weight=3.0)
     # Without the weight the small-instance map changes nothing.
     assert semantic_loss(outputs["semantic"], targets).item() == pytest.approx(
         pixel[full != IGNORE_INDEX].mean().item(), rel=1e-5)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -62,6 +63,7 @@ class Prediction:
 #: ratio kept), Cityscapes' 1024x2048 runs at full resolution.
 DEFAULT_MAX_INPUT_SIZE = 2048
 BACKENDS = ("torch", "onnxruntime")
+LOG = logging.getLogger(__name__)
 
 
 def network_input_size(height: int, width: int, *, input_size: tuple[int, int] | None = None,
@@ -171,6 +173,7 @@ class Predictor:
         self.tie_margin = tie_margin
         self.max_instances = max_instances
         self.checkpoint_info: dict[str, Any] = {}
+        self.backend_note = f"backend {backend!r} asked for"  # why this backend runs (from_checkpoint: "auto: ...")
         self._label_id_lut = torch.from_numpy(self.class_space.label_id_lut().astype(np.int64)).to(self.device)
 
     @classmethod
@@ -179,15 +182,18 @@ class Predictor:
         """A predictor for the model a file describes: a checkpoint (``casnet_core.checkpoint.load_model``)
         or an ONNX export (``casnet export``, a file ending in ".onnx").
 
-        backend: "auto" ("onnxruntime" for an ONNX file, else "torch"), "torch" (a checkpoint only) or
-        "onnxruntime" (an ONNX file, or a checkpoint exported in memory).
+        backend: "auto" ("onnxruntime" for an ONNX file; for a checkpoint "onnxruntime" on the CPU, where its
+        forward pass is ~2.4x faster, with the export cached per checkpoint (``casnet_core.onnx_cache``), else
+        "torch"), "torch" (a checkpoint only) or "onnxruntime" (an ONNX file, or a checkpoint exported in
+        memory). ``backend_note`` says why; one log line says which backend runs.
         """
         from casnet_core.checkpoint import load_model
 
         is_onnx = str(path).lower().endswith(".onnx")
-        if backend == "auto":
-            backend = "onnxruntime" if is_onnx else "torch"
+        note = f"backend {backend!r} asked for"
         if is_onnx:
+            if backend == "auto":
+                backend, note = "onnxruntime", "auto: an ONNX file"
             if backend != "onnxruntime":
                 raise ValueError(f"{path} is an ONNX file: it runs with backend 'onnxruntime', not {backend!r}")
             predictor = cls(path, device, fp16, backend=backend, **kwargs)
@@ -195,8 +201,13 @@ class Predictor:
                     "class_names": list(predictor.class_space.names)}
         else:
             model, info = load_model(path, map_location="cpu")
-            predictor = cls(model, device, fp16, backend=backend, **kwargs)
+            source: Any = model
+            if backend == "auto":
+                backend, source, note = _auto_backend(path, model, device)
+            predictor = cls(source, device, fp16, backend=backend, **kwargs)
         predictor.checkpoint_info = {k: v for k, v in info.items() if k in ("config", "mode", "class_names")}
+        predictor.backend_note = note
+        LOG.info("%s: backend %s on %s (%s)", path, predictor.backend, predictor.device, note)
         return predictor
 
     def predict(self, image_rgb: np.ndarray, semantic_label_ids: np.ndarray | None = None) -> Prediction:
@@ -444,6 +455,7 @@ def _main(args: argparse.Namespace) -> int:
             max_input_size=args.max_input_size or None, **thresholds_from_args(args))
     except ValueError as error:  # CheckpointError included: a one-line message, not a traceback
         raise SystemExit(f"casnet predict: {error}") from error
+    print(f"backend {predictor.backend} on {predictor.device} ({predictor.backend_note})")
     out_dir = Path(args.out)
     for path, name in zip(args.images, names):
         image = read_image(path)
@@ -489,7 +501,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda" or "cuda:N"')
     parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
-                        help="network runtime (default auto: onnxruntime for an .onnx file, else torch)")
+                        help="network runtime (default auto: onnxruntime for an .onnx file or on the CPU, "
+                             "else torch)")
     parser.add_argument("--mode", choices=("panoptic", "instance"), default=None,
                         help="output mode (default: the checkpoint's)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,

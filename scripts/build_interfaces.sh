@@ -7,7 +7,8 @@
 # - casnet_msgs is always built.
 # - vision_msgs is built only when no ROS 2 install already provides it (a system vision_msgs,
 #   e.g. from /opt/ros/<distro>, must win: its type hashes are the reference).
-# - Build trees go to build/interfaces/<package> (git-ignored); installs go into VENV.
+# - Build trees go to VENV/build-interfaces/<package> (one per venv: CMake caches the interpreter and the
+#   prefix); installs go into VENV. Works for every Python the ROS 2 wheels exist for (3.10, 3.11, 3.12).
 # Idempotent: a second run rebuilds nothing that has not changed.
 set -euo pipefail
 
@@ -19,7 +20,7 @@ fi
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(cd "$1" && pwd)"
 PY="$VENV/bin/python"
-BUILD_ROOT="$REPO_ROOT/build/interfaces"
+BUILD_ROOT="$VENV/build-interfaces"
 JOBS="$(nproc 2>/dev/null || echo 2)"
 
 if [[ ! -x "$PY" ]]; then
@@ -35,19 +36,27 @@ for module_and_wheel in ament_package:ros-ament-package catkin_pkg:catkin_pkg ro
     }
 done
 
-# The wheels' exported CMake files name include folders of the machine they were built on.
-# Point them at this interpreter's folders (only files that still name the foreign ones, so a
-# second run touches nothing).
+# The wheels' exported CMake files name include folders of the machine they were built on, the wheel
+# builder's Python of the same version (/opt/python/cp312-cp312/include/python3.12 and
+# /opt/python/cp312-cp312/lib/python3.12/site-packages/numpy/_core/include for cp312). Point them at this
+# interpreter's folders (only files that still name foreign ones, so a second run touches nothing).
 PY_INCLUDE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 NUMPY_INCLUDE="$("$PY" -c 'import numpy; print(numpy.get_include())')"
-FOREIGN_PY_INCLUDE="/opt/python/cp311-cp311/include/python3.11"
-FOREIGN_NUMPY_INCLUDE="/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include"
+FOREIGN_ROOT='/opt/python/cp3[0-9]+-cp3[0-9]+'
+FOREIGN_NUMPY_INCLUDE="$FOREIGN_ROOT/lib/python3\.[0-9]+/site-packages/numpy/(_core|core)/include"
+FOREIGN_PY_INCLUDE="$FOREIGN_ROOT/include/python3\.[0-9]+"
 if [[ -d "$VENV/share" ]]; then
-    grep -rlF --include='*.cmake' -e "$FOREIGN_PY_INCLUDE" -e "$FOREIGN_NUMPY_INCLUDE" "$VENV/share" 2>/dev/null \
+    grep -rlE --include='*.cmake' -e "$FOREIGN_ROOT/" "$VENV/share" 2>/dev/null \
         | while IFS= read -r cmake_file; do
-            sed -i -e "s#${FOREIGN_NUMPY_INCLUDE}#${NUMPY_INCLUDE}#g" \
-                   -e "s#${FOREIGN_PY_INCLUDE}#${PY_INCLUDE}#g" "$cmake_file"
+            sed -i -E -e "s#${FOREIGN_NUMPY_INCLUDE}#${NUMPY_INCLUDE}#g" \
+                      -e "s#${FOREIGN_PY_INCLUDE}#${PY_INCLUDE}#g" "$cmake_file"
         done || true  # grep finds nothing once every file has been rewritten
+    if leftover="$(grep -rlE --include='*.cmake' -e "$FOREIGN_ROOT/" "$VENV/share" 2>/dev/null | head -n 1)" \
+        && [[ -n "$leftover" ]]; then
+        echo "error: $leftover still names a folder of the wheel builder:" >&2
+        grep -oE "$FOREIGN_ROOT/[^;\" ]*" "$leftover" | sort -u | head -n 3 >&2
+        exit 1
+    fi
 fi
 
 # True when vision_msgs can be imported from somewhere other than this venv (a ROS 2 install).

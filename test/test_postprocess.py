@@ -690,3 +690,19 @@ def test_nan_box_logits_mean_no_seed_and_the_fallback_seeds_the_class():
 
 def test_finite_heads_report_no_nonfinite_values():
     assert run(*figure_1_heads()).nonfinite == 0
+
+
+def test_a_batched_image_gets_the_same_instances_as_alone_when_the_top_k_cut_bites():
+    # pre_nms_top_k 2 is below the candidates of each image, so the cut decides which seeds exist. It must cut
+    # per image: a busy neighbour in the batch must not take an image's seeds (the multi-camera node batches
+    # the cameras' frames and promises each camera the result of its frame alone).
+    attributes, box_logits, logits, _ = random_heads(5, 2, 16, 20)
+    kwargs = dict(thing_classes=THING_CLASSES, label_ids=LABEL_IDS, stride=2, box_threshold=0.3, pre_nms_top_k=2)
+    batched = common_attribute_support(attributes, box_logits, semantic_logits=logits, **kwargs)
+    for image in range(2):
+        alone = common_attribute_support(attributes[image:image + 1], box_logits[image:image + 1],
+                                         semantic_logits=logits[image:image + 1], **kwargs)
+        assert torch.equal(batched.panoptic[image], alone.panoptic[0])
+        mine = batched.instance_batch == image
+        assert torch.equal(batched.instance_ids[mine], alone.instance_ids)
+        assert alone.instance_ids.numel() >= 2  # the case is not trivial

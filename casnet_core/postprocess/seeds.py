@@ -41,9 +41,9 @@ def find_seeds(
         candidates &= box_prob >= pooled
     flat = candidates.flatten().nonzero().squeeze(1)  # index into (B, K, h, w)
     scores = box_prob.flatten()[flat]
-    if flat.numel() > pre_nms_top_k * batch:
-        scores, best = scores.topk(pre_nms_top_k * batch)
-        flat = flat[best]
+    best = _best_per_image(scores, flat // (num_things * h * w), pre_nms_top_k)
+    if best is not None:
+        flat, scores = flat[best], scores[best]
     group, cell = flat // (h * w), flat % (h * w)
     boxes = cell_boxes.permute(0, 2, 3, 1).reshape(batch, h * w, 4)[group // num_things, cell]
     keep = nms_per_group(boxes, scores, group, nms_iou)
@@ -59,6 +59,7 @@ def fallback_seeds(
     *,
     nms_iou: float = DEFAULT_THRESHOLDS["nms_iou"],
     top_k: int = PRE_NMS_TOP_K,
+    groups_per_image: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Seeds for the groups (image * K + class) that have pixels but no seed: their own pair boxes, NMS'd.
 
@@ -68,8 +69,9 @@ def fallback_seeds(
         seed_groups: (S,) int64 groups of the seeds found so far.
         num_groups: G.
         nms_iou: as in :func:`find_seeds`.
-        top_k: at most this many candidates (best first) enter NMS, plus the best pairs of any seedless group
-            that the cut would leave without a candidate: every seedless group gets at least one seed.
+        top_k: at most this many candidates per image (best first) enter NMS, plus the best pairs of any
+            seedless group that the cut would leave without a candidate: every seedless group gets at least one seed.
+        groups_per_image: K, the groups of one image (None: all groups belong to one image).
 
     Returns:
         group (F,) int64, box (F, 4), score (F,) of the new seeds.
@@ -78,8 +80,8 @@ def fallback_seeds(
         torch.bincount(seed_groups, minlength=num_groups) == 0)
     orphans = seedless[pair_groups].nonzero().squeeze(1)
     scores = pair_scores[orphans]
-    if orphans.numel() > top_k:
-        scores, best = scores.topk(top_k)
+    best = _best_per_image(scores, pair_groups[orphans] // (groups_per_image or num_groups), top_k)
+    if best is not None:
         candidates = orphans[best]
         # Groups the cut left without candidate: their best pairs join (ties: all of them).
         represented = torch.zeros(num_groups, dtype=torch.bool, device=orphans.device)
@@ -92,6 +94,25 @@ def fallback_seeds(
         scores = pair_scores[orphans]
     keep = nms_per_group(pair_boxes[orphans], scores, pair_groups[orphans], nms_iou)
     return pair_groups[orphans[keep]], pair_boxes[orphans[keep]], scores[keep]
+
+
+def _best_per_image(scores: Tensor, images: Tensor, top_k: int) -> Tensor | None:
+    """Indices of the ``top_k`` best ``scores`` of each image, best first within an image; None when no image has
+    more than ``top_k``. Per image, so that a frame gets the same seeds alone as in a batch.
+
+    Args:
+        scores: (N,); images: (N,) int64 image of each score.
+    """
+    counts = torch.bincount(images)
+    if counts.numel() == 0 or int(counts.max()) <= top_k:
+        return None
+    kept = []
+    for image in range(counts.numel()):
+        members = (images == image).nonzero().squeeze(1)
+        if members.numel() > top_k:
+            members = members[scores[members].topk(top_k).indices]
+        kept.append(members)
+    return torch.cat(kept)
 
 
 def select_seeds(

@@ -133,7 +133,7 @@ def common_attribute_support(
         pre_nms_top_k=pre_nms_top_k)
     extra_groups, extra_boxes, extra_scores = fallback_seeds(
         pair_boxes, pair_groups, box_prob.flatten()[pixels.pair_key], seed_groups, num_groups, nms_iou=nms_iou,
-        top_k=pre_nms_top_k * batch)
+        top_k=pre_nms_top_k, groups_per_image=num_things)
     seed_groups, seed_boxes = torch.cat((seed_groups, extra_groups)), torch.cat((seed_boxes, extra_boxes))
     seed_scores = torch.cat((seed_scores, extra_scores))
     group_has_pixels = torch.bincount(pair_groups, minlength=num_groups) > 0

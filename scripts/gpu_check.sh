@@ -17,7 +17,7 @@
 # 4. node: bench/bench_node_rate.py, the real casnet_node on --device with the default model at --size, fed
 #    over DDS (shared-memory profile) by another process: latency p50/p90/p99 at 30 Hz, and the highest input
 #    rate with < 5 % of the frames dropped.
-# 5. multicamera: bench/bench_multicamera.py --device D --json F, when that file exists.
+# 5. multicamera: bench/bench_multicamera.py --device D --json F (1 and 4 cameras at --size), when it exists.
 # Writes OUT/gpu_check.json (device, versions, every figure, each step's status and log tail) after every step.
 # Exit status 0 when every step that ran passed.
 set -uo pipefail
@@ -57,10 +57,13 @@ cd "$REPO_ROOT"
 # Plain words (the steps run in `bash -c` under `timeout`, which arrays do not reach).
 if ((QUICK)); then
     PREDICTOR_ARGS="--frames 1"; NODE_ARGS="--seconds 3 --probe-rates 2 --probe-seconds 2 --warmup-seconds 1"
-    LIMITS=(install=300 cuda_tests=300 predictor=240 node=300 multicamera=240)
+    MULTICAMERA_ARGS="--height ${SIZE%x*} --width ${SIZE#*x} --cameras 1 --frames 2 --warmup 1"
+    LIMITS=(install=300 cuda_tests=300 predictor=240 node=300 multicamera=300)
 else
-    PREDICTOR_ARGS="--frames 20"; NODE_ARGS="--seconds 20 --probe-rates 30 45 60 90 120 --probe-seconds 8"
-    LIMITS=(install=70 cuda_tests=100 predictor=80 node=190 multicamera=70)
+    PREDICTOR_ARGS="--frames 20"; NODE_ARGS="--seconds 20 --probe-rates 30 60 90 120 --probe-seconds 6"
+    # The target: 4 cameras at --size; 1 camera for the ratio.
+    MULTICAMERA_ARGS="--height ${SIZE%x*} --width ${SIZE#*x} --cameras 1,4 --frames 20"
+    LIMITS=(install=60 cuda_tests=90 predictor=80 node=160 multicamera=120)
 fi
 limit_of() { local entry; for entry in "${LIMITS[@]}"; do [[ "${entry%%=*}" == "$1" ]] && echo "${entry#*=}"; done; }
 
@@ -214,10 +217,10 @@ node() {
 }
 
 multicamera() {
-    "$ENV_DIR/bin/python" bench/bench_multicamera.py --device "$DEVICE" --json "$WORK/multicamera.json"
+    "$ENV_DIR/bin/python" bench/bench_multicamera.py --device "$DEVICE" $MULTICAMERA_ARGS --json "$WORK/multicamera.json"
 }
 
-export REPO_ROOT DEVICE SIZE BASE_PYTHON CARRY WORK ENV_DIR PREDICTOR_ARGS NODE_ARGS PYTHONUNBUFFERED=1
+export REPO_ROOT DEVICE SIZE BASE_PYTHON CARRY WORK ENV_DIR PREDICTOR_ARGS NODE_ARGS MULTICAMERA_ARGS PYTHONUNBUFFERED=1
 export -f install cuda_tests predictor node multicamera
 echo "== gpu_check: device $DEVICE, $SIZE, carry $CARRY, results $OUT_DIR/gpu_check.json"
 run_step install install

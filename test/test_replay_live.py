@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import pytest
 import rclpy  # noqa: F401  (fails here, not deep inside, without ROS)
 from bag_helpers import PERIOD, T0, instance_rows, read_topic, val_images, write_bag
 
@@ -80,3 +86,107 @@ def test_live_replay_of_a_compressed_mcap_bag_at_the_recorded_rate(tmp_path, syn
     answered = read_topic(out / "bag", OUTPUT_TOPICS["instances"][0])
     assert len(answered) == frames["processed"] and stamps[-1] in answered and set(answered) <= set(stamps)
     assert stamps == [T0 + i * PERIOD for i in range(4)]
+
+
+# ------------------------------------------------------------------------------ frames sharing a stamp, ONNX
+def test_live_replay_of_an_onnx_export_keys_frames_by_position(tmp_path, tiny_checkpoint):
+    """Frames 1 and 2 share a stamp: each is answered and recorded with its own outputs and its recorded stamp.
+    The model is an ONNX export, whose mode is read from its metadata (never handed to torch.load)."""
+    from casnet_core.checkpoint import load_model
+    from casnet_core.export import export_onnx
+
+    onnx_file = tmp_path / "tiny.onnx"
+    export_onnx(load_model(tiny_checkpoint)[0], onnx_file)
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(3)]
+    stamps = [T0, T0 + PERIOD, T0 + PERIOD]
+    with bags.BagWriter(tmp_path / "bag") as writer:
+        for i, (stamp, image) in enumerate(zip(stamps, images)):
+            writer.add(bags.DEFAULT_IMAGE_TOPIC, bags.IMAGE_TYPE, T0 + i * PERIOD,
+                       bags.rgb_to_image_message(image, "rgb8", bags.header_message(stamp, "camera")))
+    metrics = replay_live(tmp_path / "bag", tmp_path / "live", checkpoint=onnx_file, max_rate=True, device="cpu",
+                          domain_id=DOMAIN_ID, progress=False)
+    log = (tmp_path / "live" / "casnet_node.log").read_text()
+    assert metrics["frames"]["processed"] == 3, log
+    recorded = [message for _, _, message in bags.read_messages(tmp_path / "live" / "bag",
+                                                                [OUTPUT_TOPICS["instances"][0]])]
+    assert [bags.stamp_ns(m.header) for m in recorded] == stamps
+    assert [bags.stamp_ns(m.panoptic.header) for m in recorded] == stamps
+    predictor = Predictor.from_checkpoint(str(onnx_file), device="cpu")
+    for message, image in zip(recorded, images):
+        np.testing.assert_array_equal(bags.panoptic_from_image_message(message.panoptic),
+                                      predictor.predict(image).panoptic)
+
+
+# ------------------------------------------------------------------------------ signals
+SLOW_PERIOD = 10**9  # 1 s between frames: the node answers each well before the next, so none is dropped
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of the processes whose command line holds ``marker``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def _frames_reported(stderr_path) -> int:
+    """The last frame count of the replay's progress bar ("replay: ... N/M")."""
+    found = re.findall(r"replay:\s+\d+%\|[^|]*\|\s*(\d+)/\d+", stderr_path.read_text(errors="replace"))
+    return int(found[-1]) if found else 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_signalled_live_replay_closes_its_bag_and_leaves_no_node(tmp_path, tiny_checkpoint, signum):
+    """A real `casnet replay --live` process, signalled once two frames were processed: no casnet_ros.node outlives
+    it (its checkpoint path, unique to this test, marks it), and after SIGINT or SIGTERM the output bag opens with
+    every frame processed before the signal."""
+    checkpoint = tmp_path / f"model_{signum.name}.pt"
+    checkpoint.write_bytes(tiny_checkpoint.read_bytes())
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(100)]
+    with bags.BagWriter(tmp_path / "bag") as writer:
+        for i, image in enumerate(images):
+            writer.add_image(bags.DEFAULT_IMAGE_TOPIC, T0 + i * SLOW_PERIOD, image)
+    out, stderr_path = tmp_path / "out", tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "casnet_core.cli", "replay", "--bag", str(tmp_path / "bag"), "--out", str(out),
+               "--checkpoint", str(checkpoint), "--device", "cpu", "--live", "--domain-id", str(DOMAIN_ID)]
+    with open(stderr_path, "wb") as stderr:
+        replay_process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        _wait_for(lambda: _frames_reported(stderr_path) >= 2 or replay_process.poll() is not None, 300,
+                  "two frames processed")
+        assert replay_process.poll() is None, stderr_path.read_text()
+        processed_before = _frames_reported(stderr_path)
+        replay_process.send_signal(signum)
+        code = replay_process.wait(timeout=120)
+        # The node is stopped in order (SIGINT, or SIGTERM when its parent is gone), which takes a moment.
+        _wait_for(lambda: not _processes_with(str(checkpoint)), 60, "casnet_ros.node to end")
+        _wait_for(lambda: not _processes_with(str(out)), 60, "the live replay process to end")
+        if signum != signal.SIGKILL:
+            assert code == 128 + signum, stderr_path.read_text()
+            answered = list(bags.read_messages(out / "bag", [OUTPUT_TOPICS["instances"][0]]))
+            assert len(answered) >= processed_before
+            assert [bags.stamp_ns(m.header) for _, _, m in answered] == \
+                [T0 + i * SLOW_PERIOD for i in range(len(answered))]
+    finally:
+        for pid in _processes_with(str(checkpoint)) + _processes_with(str(out)):  # on a failure only
+            os.kill(pid, signal.SIGKILL)
+        if replay_process.poll() is None:
+            replay_process.kill()

@@ -44,9 +44,30 @@ def list_samples(root: str | os.PathLike, split: str) -> list[Sample]:
     return samples
 
 
+# Every PNG ends with this IEND chunk (length 0, type, CRC): a file without it was cut short.
+_PNG_SIGNATURE, _PNG_END = b"\x89PNG\r\n\x1a\n", b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _imread(path: str | os.PathLike, flags: int) -> np.ndarray | None:
+    """cv2.imread, None for a file it cannot decode; a truncated PNG is found before libpng is handed it (libpng
+    would print its own error on stderr besides ours)."""
+    try:
+        with open(path, "rb") as f:
+            complete = True
+            if f.read(len(_PNG_SIGNATURE)) == _PNG_SIGNATURE:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(f.tell() - len(_PNG_END), 0))
+                complete = f.read() == _PNG_END
+    except OSError:  # missing, a folder, unreadable: the caller says which file
+        return None
+    if not complete:
+        raise FileNotFoundError(f"cannot read image {path}: truncated PNG (no IEND chunk)")
+    return cv2.imread(str(path), flags)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """(H, W, 3) uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = _imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise FileNotFoundError(f"cannot read image {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -54,7 +75,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_label_ids(path: str | os.PathLike) -> np.ndarray:
     """(H, W) uint8 Cityscapes label ids."""
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    labels = _imread(path, cv2.IMREAD_UNCHANGED)
     if labels is None or labels.ndim != 2:
         raise FileNotFoundError(f"cannot read a single-channel label image {path}")
     return labels.astype(np.uint8)
@@ -62,7 +83,7 @@ def read_label_ids(path: str | os.PathLike) -> np.ndarray:
 
 def read_instance_ids(path: str | os.PathLike) -> np.ndarray:
     """(H, W) int32 Cityscapes instanceIds (16-bit PNG)."""
-    ids = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    ids = _imread(path, cv2.IMREAD_UNCHANGED)
     if ids is None or ids.ndim != 2:
         raise FileNotFoundError(f"cannot read a single-channel instance image {path}")
     return ids.astype(np.int32)

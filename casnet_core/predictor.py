@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -438,13 +439,28 @@ def write_outputs(prediction: Prediction, image_rgb: np.ndarray, out_dir: Path, 
 
 
 def _main(args: argparse.Namespace) -> int:
+    import cv2
+
     from casnet_core.data import read_image
+    from casnet_core.formats import check_outputs_spare_inputs
 
     names = [Path(p).stem for p in args.images]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SystemExit(f"casnet predict: several images would write the same outputs: {duplicates}")
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SystemExit(f"casnet predict: --out {out_dir} exists and is not a folder")
+    for path in args.images:  # every image checked (its header) before anything is loaded or written
+        if not Path(path).is_file():
+            raise SystemExit(f"casnet predict: image {path}: no such file")
+        if not cv2.haveImageReader(str(path)):
+            raise SystemExit(f"casnet predict: {path} is not an image file OpenCV reads")
     try:
+        written = [("--out", out_dir / f"{name}{suffix}") for name in names
+                   for suffix in ("_panoptic.png", "_overlay.png", "_instances.json")]
+        check_outputs_spare_inputs(written, [("IMAGE", p) for p in args.images] + [("--checkpoint", args.checkpoint)],
+                                   command="predict")
         if args.checkpoint is None:
             from casnet_core import default_model_path
 
@@ -456,9 +472,11 @@ def _main(args: argparse.Namespace) -> int:
     except ValueError as error:  # CheckpointError included: a one-line message, not a traceback
         raise SystemExit(f"casnet predict: {error}") from error
     print(f"backend {predictor.backend} on {predictor.device} ({predictor.backend_note})")
-    out_dir = Path(args.out)
     for path, name in zip(args.images, names):
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except FileNotFoundError as error:  # e.g. a truncated file
+            raise SystemExit(f"casnet predict: {error}") from None
         prediction = predictor.predict(image)
         write_outputs(prediction, image, out_dir, name, image_path=str(path), mode=predictor.mode)
         stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in prediction.timings.items())
@@ -477,10 +495,38 @@ _THRESHOLD_HELP = {
 }
 
 
+# Accepted range (low, high; None: unbounded) of each threshold: checked when the command line is parsed, so a
+# value that would make every frame fail (e.g. --max-instances 0) is refused up front with one line.
+_THRESHOLD_RANGES: dict[str, tuple[float, float | None]] = {
+    "box_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0), "tie_margin": (0.0, 1.0),
+    "min_area": (0, None), "stuff_area": (0, None), "max_instances": (1, None),
+}
+
+
+def _threshold_type(name: str) -> Any:
+    """argparse type of threshold ``name``: its default's type, finite, within _THRESHOLD_RANGES."""
+    kind, (low, high) = type(DEFAULT_THRESHOLDS[name]), _THRESHOLD_RANGES[name]
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
-    """--box-threshold, --nms-iou, --tie-margin, --min-area, --stuff-area; unset ones stay None."""
+    """--box-threshold, --nms-iou, --tie-margin, --min-area, --stuff-area, --max-instances, each checked against
+    its range when parsed; unset ones stay None."""
     for name, value in DEFAULT_THRESHOLDS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None,
+        parser.add_argument("--" + name.replace("_", "-"), type=_threshold_type(name), default=None,
                             help=f"{_THRESHOLD_HELP[name]} (default {value})")
 
 

@@ -3,6 +3,7 @@ in-process on explicit file lists, and the panoptic ground truth they need (``cs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from casnet_core.data import list_samples
 from casnet_core.evaluation.compat import numpy2_compat, official_errors, redirect_output, working_directory
 from casnet_core.evaluation.metrics import metrics_from_official_results
 from casnet_core.evaluation.writers import CityscapesResultWriter
+from casnet_core.formats import atomic_write
 
 #: Under the output folder: the evaluators' results and log (emptied on each run), and the default
 #: cache of the panoptic ground truth.
@@ -32,8 +34,10 @@ def prepare_panoptic_ground_truth(
     """The COCO-format panoptic ground truth of ``split``, from the official ``csCreatePanopticImgs``.
 
     Written to ``cache_dir`` (``cityscapes_panoptic_{split}.json`` and the folder of PNGs beside it,
-    the names the official tools use), never into ``data_root``, and reused while it covers exactly
-    the split's ``*_instanceIds.png`` and is newer than all of them. Returns (json file, PNG folder).
+    the names the official tools use), never into ``data_root``, and reused only while its fingerprint
+    (``cityscapes_panoptic_{split}.fingerprint.json``: the source folder and the SHA-256 of each
+    ``*_instanceIds.png``) matches the split's: a cache shared between datasets whose files have the same
+    names is rebuilt, never reused. Returns (json file, PNG folder).
     """
     gt_fine = Path(data_root).resolve() / "gtFine"
     sources = sorted((gt_fine / split).glob("*/*_instanceIds.png"))
@@ -43,22 +47,36 @@ def prepare_panoptic_ground_truth(
     output.mkdir(parents=True, exist_ok=True)
     json_file = output / f"cityscapes_panoptic_{split}.json"
     folder = output / f"cityscapes_panoptic_{split}"
-    if not _panoptic_cache_is_fresh(json_file, folder, sources):
+    fingerprint_file = output / f"cityscapes_panoptic_{split}.fingerprint.json"
+    fingerprint = _ground_truth_fingerprint(gt_fine / split, sources)
+    if not _panoptic_cache_is_fresh(json_file, folder, fingerprint_file, fingerprint):
+        fingerprint_file.unlink(missing_ok=True)  # a conversion cut short leaves no cache that looks valid
         with redirect_output(None):
             convert2panoptic(cityscapesPath=str(gt_fine), outputFolder=str(output), setNames=[split])
+        with atomic_write(fingerprint_file) as f:
+            f.write(json.dumps(fingerprint, indent=1).encode())
     return json_file, folder
 
 
-def _panoptic_cache_is_fresh(json_file: Path, folder: Path, sources: list[Path]) -> bool:
-    if not json_file.is_file() or not folder.is_dir():
-        return False
-    if json_file.stat().st_mtime < max(p.stat().st_mtime for p in sources):
+def _ground_truth_fingerprint(source: Path, files: Sequence[Path]) -> dict[str, Any]:
+    """What the panoptic ground truth is made of: the source folder and the SHA-256 of each file (by name)."""
+    digests = {}
+    for path in files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digests[str(path.relative_to(source))] = digest.hexdigest()
+    return {"source": str(source), "files": digests}
+
+
+def _panoptic_cache_is_fresh(json_file: Path, folder: Path, fingerprint_file: Path, fingerprint: dict[str, Any]) -> bool:
+    if not json_file.is_file() or not folder.is_dir() or not fingerprint_file.is_file():
         return False
     try:
-        cached = {ann["image_id"] for ann in json.loads(json_file.read_text())["annotations"]}
-    except (ValueError, KeyError, TypeError):
+        return json.loads(fingerprint_file.read_text()) == fingerprint
+    except ValueError:  # a damaged fingerprint: rebuild
         return False
-    return cached == {p.name[: -len("_gtFine_instanceIds.png")] for p in sources}
 
 
 def run_panoptic_evaluator(

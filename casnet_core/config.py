@@ -28,7 +28,10 @@ DEFAULTS: dict[str, Any] = {
     "data": {"train_split": "train", "val_split": "val", "short_side": [512, 1024], "crop_size": [640, 1280],
              "flip": True, "center_radius": 1.5, "workers": 2,
              # Decoded scenes kept in memory (uint8) instead of read from PNG every epoch.
-             "cache": False},
+             "cache": False,
+             # Targets built on the training device from the batch's instance maps (true), or by the data
+             # workers (false); null: on the device when it is a GPU.
+             "device_targets": None},
     # attribute_loss, semantic_top_k, small_instance_*: see casnet_core.losses (paper: l1, 1.0, 1.0).
     "loss": {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "box_pos_weight": 1.0, "attribute_loss": "l1",
              "semantic_top_k": 1.0, "small_instance_weight": 1.0, "small_instance_area": 4096},
@@ -103,6 +106,7 @@ SCHEMA: dict[str, Spec] = {
     "data.center_radius": Spec(float, gt=0),
     "data.workers": Spec(int, ge=0),
     "data.cache": Spec(bool),
+    "data.device_targets": Spec(bool, nullable=True),
     "loss.alpha": Spec(float, ge=0),
     "loss.beta": Spec(float, ge=0),
     "loss.gamma": Spec(float, ge=0),

@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 from casnet_core.targets import build_targets
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
+#: The targets of ``build_targets`` that items carry (and the losses read).
+TARGET_KEYS = ("semantic", "semantic_full", "attributes", "thing_mask", "box_prob")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class CityscapesDataset(Dataset):
     ``targets=False`` the items are the augmented ground truth instead, for targets built on the training
     device (``casnet_core.device_targets``): "image" (3, H, W) uint8, "label_ids" (H, W) uint8,
     "instance_ids" (H, W) int32, "name" (4x less to collate and copy than float images and targets).
+    ``small_instance_area``: items also carry "small_instance" (see ``build_targets``).
 
     ``cache=True``: the decoded scenes are kept in memory as they are first read (``preload`` reads them
     all, in threads, e.g. before DataLoader workers fork and share them): RGB and label ids as uint8,
@@ -127,9 +130,11 @@ class CityscapesDataset(Dataset):
         seed: int = 0,
         targets: bool = True,
         cache: bool = False,
+        small_instance_area: int | None = None,
     ) -> None:
         self.samples = list_samples(root, split)
         self.targets = targets
+        self.small_instance_area = small_instance_area
         self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] | None = \
             [None] * len(self.samples) if cache else None
         self.mode = mode
@@ -190,12 +195,13 @@ class CityscapesDataset(Dataset):
             return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
                     "label_ids": torch.from_numpy(np.ascontiguousarray(labels)),
                     "instance_ids": torch.from_numpy(np.ascontiguousarray(instances)), "name": sample.name}
-        targets = build_targets(labels, instances, mode=self.mode, stride=self.stride, center_radius=self.center_radius)
+        targets = build_targets(labels, instances, mode=self.mode, stride=self.stride, center_radius=self.center_radius,
+                                small_instance_area=self.small_instance_area)
         item: dict[str, torch.Tensor | str] = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
             "name": sample.name,
         }
-        for key in ("semantic", "semantic_full", "attributes", "thing_mask", "box_prob"):
+        for key in TARGET_KEYS + (("small_instance",) if self.small_instance_area is not None else ()):
             item[key] = torch.from_numpy(targets[key])
         return item
 

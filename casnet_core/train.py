@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from casnet_core.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from casnet_core.config import ConfigError, check_config, load_config
-from casnet_core.data import CityscapesDataset, Sample, list_samples
+from casnet_core.data import TARGET_KEYS, CityscapesDataset, Sample, list_samples
 from casnet_core.device_targets import build_targets_torch
 from casnet_core.errors import one_line
 from casnet_core.losses import casnet_losses
@@ -200,10 +200,12 @@ class _Run:
             raise TrainingError(f"cannot build the model {config['model']}: {one_line(error)}") from error
         # channels_last: the layout tensor-core convolutions read without transposes (CUDA only).
         self.channels_last = solver["channels_last"] and device.type == "cuda"
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest kernels, chosen once
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.bare_model = self.model
-        self.dataset = _training_dataset(data_root, data_cfg, self.model, seed=self.seed)
+        self.dataset = _training_dataset(data_root, config, self.model, seed=self.seed, device=device)
         if data_cfg["cache"]:
             self.dataset.preload()  # before the DataLoader workers fork: they share the decoded scenes
         self.val_samples = _validation_samples(val_root, data_cfg["val_split"], solver["eval_images"]) \
@@ -387,7 +389,12 @@ class _Run:
         return {**means, "lr": lr}
 
     def _targets(self, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The loss targets of a batch of augmented ground truth, built on the training device."""
+        """The loss targets of a batch: built by the workers (CPU training: they run beside the main process), or
+        on the training device from the batch's augmented ground truth (CUDA: the GPU builds them in a few kernels
+        while the workers only decode and augment)."""
+        if "label_ids" not in item:
+            return {k: v.to(self.device, non_blocking=True) for k, v in item.items()
+                    if k in TARGET_KEYS or k == "small_instance"}
         loss = self.config["loss"]
         return build_targets_torch(
             item["label_ids"].to(self.device, non_blocking=True), item["instance_ids"].to(self.device, non_blocking=True),
@@ -486,8 +493,18 @@ def validate(model, samples: Sequence[Sample], *, device: torch.device, fp16: bo
 # -- data, output folder, random state ---------------------------------------------------------------
 
 
-def _training_dataset(data_root: str | os.PathLike, data_cfg: dict[str, Any], model, *, seed: int) -> CityscapesDataset:
+def _device_targets(data_cfg: dict[str, Any], device: torch.device) -> bool:
+    """Whether the targets are built on the training device (``data.device_targets``; default: on a GPU)."""
+    choice = data_cfg["device_targets"]
+    return device.type == "cuda" if choice is None else choice
+
+
+def _training_dataset(data_root: str | os.PathLike, config: dict[str, Any], model, *, seed: int,
+                      device: torch.device) -> CityscapesDataset:
+    """The augmented training set; its items carry the targets (built by the workers), or the ground truth for
+    targets built on the training device (``_Run._targets``, ``data.device_targets``)."""
     root = Path(data_root)
+    data_cfg, loss = config["data"], config["loss"]
     if not root.is_dir():
         raise TrainingError(f"--data {root}: no such folder (expected a dataset in the Cityscapes layout)")
     try:
@@ -495,7 +512,8 @@ def _training_dataset(data_root: str | os.PathLike, data_cfg: dict[str, Any], mo
             root, data_cfg["train_split"], mode=model.class_space.mode, stride=model.output_stride, augment=True,
             short_side=data_cfg["short_side"], crop_size=data_cfg["crop_size"], flip=data_cfg["flip"],
             center_radius=data_cfg["center_radius"], size_divisor=model.size_divisor, seed=seed,
-            targets=False, cache=data_cfg["cache"])  # targets are built on the training device (_Run._targets)
+            targets=not _device_targets(data_cfg, device), cache=data_cfg["cache"],
+            small_instance_area=loss["small_instance_area"] if loss["small_instance_weight"] != 1.0 else None)
     except FileNotFoundError as error:
         raise TrainingError(f"--data {root}: {error}") from error
     except ValueError as error:

@@ -67,8 +67,9 @@ import json, statistics, sys
 from pathlib import Path
 dest = Path(sys.argv[1])
 rows = [json.loads(line) for line in (dest / "log.jsonl").read_text().splitlines()]
-speeds = [row["images_per_s"] for row in rows if "images_per_s" in row][2:]
-line = f"training: {rows[-1]['step']} steps, median {statistics.median(speeds):.0f} images/s" if speeds else "training: no speed rows"
+speeds = [row["images_per_s"] for row in rows if "images_per_s" in row]
+steady = speeds[2:] or speeds  # past the warm-up where there is one
+line = f"training: {rows[-1]['step']} steps, median {statistics.median(steady):.1f} images/s"
 if (dest / "metrics.json").exists():
     metrics = json.loads((dest / "metrics.json").read_text())
     line += "; val (50 generated scenes, seed 1): " + " ".join(

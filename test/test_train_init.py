@@ -110,3 +110,18 @@ def test_gpu_script_continues_the_shipped_model_on_the_cpu_with_a_few_steps(tmp_
     model, info = load_model(out / "casnet_default.pt")
     assert info["step"] == 2 and "optimizer" not in info
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
+
+
+def test_targets_built_on_the_device_train_as_the_workers_targets(synth_root, tmp_path):
+    """One step with the targets built by the workers (numpy) and one with them built by the trainer on the
+    training device (torch): same images, same augmentation, same losses and weights."""
+    runs = {}
+    for device_targets in (False, True):
+        config = load_config(None, TINY + ["solver.lr=0.05", f"data.device_targets={str(device_targets).lower()}"])
+        out = tmp_path / str(device_targets)
+        train(config, synth_root, out, device="cpu", max_iters=1, progress=False)
+        runs[device_targets] = (json.loads((out / "log.jsonl").read_text().splitlines()[0]), _weights(out / "last.pt"))
+    (workers_row, workers_weights), (device_row, device_weights) = runs[False], runs[True]
+    for key in ("loss", "semantic", "attributes", "box_prob"):
+        assert device_row[key] == pytest.approx(workers_row[key], rel=1e-5), key
+    assert _max_difference(device_weights, workers_weights) < 1e-5

@@ -1,19 +1,36 @@
 # Two entry points: `make demo` and `make test`. Both set everything up first and are idempotent:
-# each set-up step leaves a stamp in .venv and is redone only when its inputs change.
-PYTHON ?= python3.11
-VENV := .venv
+# each set-up step leaves a stamp in the venv and is redone only when its inputs change.
+#
+# PYTHON: the Python of the ROS 2 distribution to match, as a version or an interpreter: 3.12 (default:
+# Jazzy, Kilted, the GPU machine), 3.10 (Humble), python3.10, /path/to/python. Each Python X.Y gets its own
+# venv (.venv for the default one, .venv-pyX.Y for the others), so switching between them rebuilds nothing.
+PYTHON ?= 3.12
+DEFAULT_PYTHON_VERSION := 3.12
+# The interpreter is located by scripts/find_python.sh: PATH first, then pyenv's versions folder (a pyenv
+# shim of a version that is not the active one exists on PATH but fails).
+PYTHON_BIN := $(shell bash scripts/find_python.sh '$(PYTHON)')
+ifeq ($(PYTHON_BIN),)
+$(error no Python '$(PYTHON)' found: see the line above, or pass PYTHON=/path/to/python)
+endif
+PYTHON_VERSION := $(shell '$(PYTHON_BIN)' -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+VENV ?= $(if $(filter $(DEFAULT_PYTHON_VERSION),$(PYTHON_VERSION)),.venv,.venv-py$(PYTHON_VERSION))
 PY := $(VENV)/bin/python
+PYTHON_STAMP := $(VENV)/.stamp-python
 DEPS_STAMP := $(VENV)/.stamp-deps
 PROJECT_STAMP := $(VENV)/.stamp-project
 MSGS_STAMP := $(VENV)/.stamp-msgs
 MSG_SOURCES := $(shell find msg -type f 2>/dev/null)
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench clean FORCE mutation
 
 setup: $(DEPS_STAMP) $(PROJECT_STAMP) $(MSGS_STAMP)
 
-$(DEPS_STAMP): requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# Checked on every run; the stamp changes (and everything below is redone) only when the venv was (re)created
+# for another Python.
+$(PYTHON_STAMP): FORCE
+	@bash scripts/ensure_venv.sh $(VENV) '$(PYTHON_BIN)'
+
+$(DEPS_STAMP): $(PYTHON_STAMP) requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
@@ -37,6 +54,11 @@ bench: setup
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_postprocess.py
 	$(PY) bench/bench_node.py
+
+# Mutation testing (slow, not part of `make test`): mutmut over the modules of scripts/mutation.cfg, each against
+# its focused tests, in scratch copies under build/mutation; MODULES="targets pq" picks some. Review: docs/mutation.md.
+mutation: setup
+	bash scripts/mutation.sh $(PY) $(MODULES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

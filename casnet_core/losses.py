@@ -49,8 +49,8 @@ def casnet_losses(
             equation 3 (1.0: plain BCE). Centres are ~0.1% of pixels; a short training from scratch
             with plain BCE keeps every probability under the 0.5 seed threshold for a long time.
         attribute_loss: "l1" (paper), "giou" or "l1_log", see the module docstring.
-        semantic_top_k: fraction (0, 1] of the non-void pixels, those of the largest loss, whose mean is the
-            semantic loss (1.0: the plain mean of the paper; Panoptic-DeepLab uses 0.2).
+        semantic_top_k: fraction (0, 1] of the non-void pixels of each image, those of the largest loss, whose
+            mean is the image's semantic loss (1.0: the plain mean of the paper; Panoptic-DeepLab uses 0.2).
         small_instance_weight: weight of the pixels of small instances in the cross-entropy (1.0: off).
 
     Returns dict with "loss" (the total) and "semantic", "attributes", "box_prob" (unweighted).
@@ -100,9 +100,9 @@ def semantic_loss(
     small_instance_weight: float = 1.0,
 ) -> torch.Tensor:
     """Cross-entropy of (B, C, h, w) ``logits``, at the resolution of ``targets["semantic_full"]`` when
-    given (logits upsampled bilinearly), else of ``targets["semantic"]``; the mean over the ``top_k``
-    fraction of the non-void pixels with the largest (weighted) loss. A scalar; 0 (in the graph) when every
-    pixel is void."""
+    given (logits upsampled bilinearly), else of ``targets["semantic"]``: the mean over the non-void pixels, or
+    with ``top_k`` < 1 the mean over the images of the mean of each image's ``top_k`` fraction of non-void
+    pixels with the largest (weighted) loss. A scalar; 0 (in the graph) when every pixel is void."""
     logits = logits.float()
     labels = targets["semantic"]
     if "semantic_full" in targets:
@@ -114,13 +114,19 @@ def semantic_loss(
         if "small_instance" not in targets:
             raise ValueError("small_instance_weight needs the 'small_instance' target (build_targets(small_instance_area=...))")
         pixel_losses = pixel_losses * (1.0 + (small_instance_weight - 1.0) * targets["small_instance"].float())
-    pixel_losses = pixel_losses[valid]
-    if pixel_losses.numel() == 0:  # every pixel ignored: mean of nothing
+    if not valid.any():  # every pixel ignored: mean of nothing
         return logits.sum() * 0.0
-    if top_k < 1.0:
-        count = max(1, int(round(top_k * pixel_losses.numel())))
-        pixel_losses = torch.topk(pixel_losses, count, sorted=False).values
-    return pixel_losses.mean()
+    if top_k >= 1.0:
+        return pixel_losses[valid].mean()
+    # Per image: the mean of its hardest pixels, then the mean over the images that have pixels. Per image, so that
+    # the loss of a batch does not depend on how it is split over processes and micro-batches.
+    per_image, valid = pixel_losses.flatten(1), valid.flatten(1)
+    counts = valid.sum(1)
+    take = torch.where(counts > 0, (counts * top_k).round().long().clamp(min=1), 0)
+    hardest = per_image.masked_fill(~valid, -1.0).topk(int(take.max()), dim=1).values  # losses are >= 0
+    kept = torch.arange(hardest.shape[1], device=hardest.device)[None] < take[:, None]
+    image_losses = (hardest * kept).sum(1) / take.clamp(min=1)
+    return image_losses[counts > 0].mean()
 
 
 def attribute_regression_loss(predicted: torch.Tensor, target: torch.Tensor, *, kind: str = "l1") -> torch.Tensor:

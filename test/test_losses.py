@@ -84,10 +84,25 @@ def test_attribute_options_train_the_attribute_head(kind):
 def test_hard_pixel_mining_is_the_mean_of_the_largest_pixel_losses():
     outputs, targets = _batch()
     pixel = F.cross_entropy(outputs["semantic"], targets["semantic"], ignore_index=IGNORE_INDEX, reduction="none")
-    valid = pixel[targets["semantic"] != IGNORE_INDEX]
-    top = torch.sort(valid, descending=True).values[: round(0.2 * valid.numel())]
-    assert semantic_loss(outputs["semantic"], targets, top_k=0.2).item() == pytest.approx(top.mean().item(), rel=1e-5)
-    assert semantic_loss(outputs["semantic"], targets, top_k=1.0).item() == pytest.approx(valid.mean().item(), rel=1e-5)
+    valid = targets["semantic"] != IGNORE_INDEX
+    per_image = []
+    for image in range(2):  # image 0 has a void pixel: 63 pixels, the 13 hardest; image 1: the 13 of 64
+        losses = torch.sort(pixel[image][valid[image]], descending=True).values
+        per_image.append(losses[: round(0.2 * losses.numel())].mean())
+    assert semantic_loss(outputs["semantic"], targets, top_k=0.2).item() == pytest.approx(
+        torch.stack(per_image).mean().item(), rel=1e-5)
+    assert semantic_loss(outputs["semantic"], targets, top_k=1.0).item() == pytest.approx(
+        pixel[valid].mean().item(), rel=1e-5)
+    # Per image: a batch's loss is the mean of its images' losses, however it is split.
+    halves = [semantic_loss(outputs["semantic"][i : i + 1], {"semantic": targets["semantic"][i : i + 1]}, top_k=0.2)
+              for i in range(2)]
+    assert semantic_loss(outputs["semantic"], targets, top_k=0.2).item() == pytest.approx(
+        (halves[0] + halves[1]).item() / 2, rel=1e-5)
+    # An image with no valid pixel takes no part.
+    void = targets["semantic"].clone()
+    void[1] = IGNORE_INDEX
+    assert semantic_loss(outputs["semantic"], {"semantic": void}, top_k=0.2).item() == pytest.approx(
+        per_image[0].item(), rel=1e-5)
     with pytest.raises(ValueError, match="semantic_top_k"):
         casnet_losses(outputs, targets, semantic_top_k=0.0)
 

@@ -52,7 +52,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+        # Not torch's message: several lines, and for a foreign pickle it advises weights_only=False, which
+        # would run the file's code.
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or truncated or corrupt "
+                              f"({type(error).__name__}); checkpoints are written by `casnet train`, ONNX files "
+                              "(.onnx) by `casnet export`") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a CASNet checkpoint (expected format {FORMAT!r})")
     return payload

@@ -146,7 +146,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
             raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
         except yaml.YAMLError as error:
             raise ConfigError(f"{path} is not valid YAML: {_one_line(error)}") from error
-        if document is not None and not isinstance(document, dict):
+        if document is None:  # an empty (or truncated to nothing) file is not "all defaults"
+            raise ConfigError(f"{path} is empty: expected a mapping of sections (model, data, solver, ...)")
+        if not isinstance(document, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(document).__name__}")
         _merge(config, document or {}, where=str(path))
     for override in overrides:

@@ -44,7 +44,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -59,11 +59,14 @@ from casnet_core.config import ConfigError, check_config, load_config
 from casnet_core.data import TARGET_KEYS, CityscapesDataset, Sample, list_samples
 from casnet_core.device_targets import build_targets_torch
 from casnet_core.errors import one_line
+from casnet_core.formats import check_outputs_spare_inputs
 from casnet_core.losses import casnet_losses
 from casnet_core.model import build_casnet
 from casnet_core.predictor import resolve_device
 
 _LOSS_KEYS = ("loss", "semantic", "attributes", "box_prob")
+# Solver settings held by the optimizer and scheduler states of last.pt: a resume must not change them.
+RESUME_FIXED_SOLVER_KEYS = ("lr", "lr_steps", "lr_factor", "momentum", "weight_decay")
 # Files that make OUT "a run": never overwritten without --resume or --overwrite.
 _RUN_FILES = ("last.pt", "best.pt", "model_final.pt", "log.jsonl")
 
@@ -98,6 +101,11 @@ def train(
                             "OUT: give one of them")
     if max_iters is not None and max_iters < 1:
         raise TrainingError(f"--max-iters must be at least 1, got {max_iters}")
+    try:  # a run never writes into what it reads
+        check_outputs_spare_inputs([("--out", out_dir)], [("--data", data_root), ("--val-data", val_root),
+                                                          ("--init", init)], command="train")
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
     # Checked by every process before any of them writes, so all of them agree.
     _check_output_folder(out_dir, resume=resume, overwrite=overwrite)
 
@@ -251,6 +259,7 @@ class _Run:
             raise CheckpointError(f"{self.last_path} was trained with model {state['config']}, "
                                   f"not {self.model.config}: change the model config back or start a new OUT")
         self._check_schedule(state.get("schedule", {}))
+        self._check_solver(state.get("train_config", {}).get("solver", {}))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -282,6 +291,16 @@ class _Run:
         self.model.load_state_dict(state["model"])
         if self.is_main:
             print(f"initialised from the weights of {path}")
+
+    def _check_solver(self, saved: dict[str, Any]) -> None:
+        """The optimizer and schedule states of last.pt carry these settings: a changed one would be silently
+        ignored by the resumed run while config.yaml claimed it, so it is refused."""
+        for key in RESUME_FIXED_SOLVER_KEYS:
+            if key in saved and saved[key] != self.solver[key]:
+                raise TrainingError(
+                    f"solver.{key} is {self.solver[key]!r} here but {saved[key]!r} in the run of {self.last_path}: "
+                    f"--resume continues with the optimizer and schedule as they were; set solver.{key}="
+                    f"{saved[key]!r} again, or start a new OUT (--init {self.last_path} keeps the weights)")
 
     def _check_schedule(self, saved: dict[str, Any]) -> None:
         """The schedule counts steps of ``images_per_step`` over ``dataset_size`` images: both must match."""
@@ -319,37 +338,34 @@ class _Run:
     def train(self) -> Path:
         solver = self.solver
         postfix: dict[str, str] = {}
+        # One loader, one iterator for the whole run: its worker processes start once, not once per epoch (with
+        # a few images an epoch is a few steps, and each re-spawn cost more than a step); each item carries its
+        # epoch, which draws its augmentation (_EpochItems).
+        loader = DataLoader(
+            _EpochItems(self.dataset), batch_sampler=_RunBatches(self, self.step),
+            num_workers=self.config["data"]["workers"], pin_memory=self.device.type == "cuda",
+            # Its own generator: workers' seeds never draw from (and shift) the global random state.
+            generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.step),
+        )
+        batches = iter(loader)
         with tqdm(total=self.total_steps, initial=self.step, disable=not (self.is_main and self.progress),
-                  desc="train", unit="step") as bar:
-            while self.step < self.total_steps:
-                epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
-                steps = epoch_batches(len(self.dataset), batch_size=self.batch_size, accumulation=self.accumulation,
-                                      world=self.world, rank=self.rank, seed=self.seed, epoch=epoch)[step_in_epoch:]
-                self.dataset.set_epoch(epoch)
-                loader = DataLoader(
-                    self.dataset, batch_sampler=[micro for step in steps for micro in step],
-                    num_workers=self.config["data"]["workers"], pin_memory=self.device.type == "cuda",
-                    # Its own generator: workers' seeds never draw from (and shift) the global random state.
-                    generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch),
-                )
-                batches = iter(loader)
-                for micro_batches in steps:
-                    if self.step >= self.total_steps:
-                        break
-                    started = time.perf_counter()
-                    losses = self._train_step(batches, [len(m) for m in micro_batches])
-                    speed = self.images_per_step / (time.perf_counter() - started)
-                    bar.update(1)
-                    postfix.update(loss=f"{losses['loss']:.3f}", img_s=f"{speed:.2f}")
-                    if self.logger and (self.step % solver["log_every"] == 0 or self.step in (1, self.total_steps)):
-                        self.logger.log({"step": self.step, "epoch": epoch, "images_per_s": speed, **losses})
-                    if self.val_samples and (self.step % solver["eval_every"] == 0 or self.step == self.total_steps):
-                        metrics = self._validate()
-                        if metrics is not None:
-                            postfix["PQ"] = f"{metrics['PQ']:.3f}"
-                    if self.step % solver["checkpoint_every"] == 0:
-                        self._save_last()
-                    bar.set_postfix(postfix)
+                  desc="train", unit="step") as bar, _erased_on_error(bar):
+            for epoch, micro_batches in self.schedule(self.step):
+                started = time.perf_counter()
+                losses = self._train_step(batches, [len(m) for m in micro_batches])
+                speed = self.images_per_step / (time.perf_counter() - started)
+                bar.update(1)
+                postfix.update(loss=f"{losses['loss']:.3f}", img_s=f"{speed:.2f}")
+                if self.logger and (self.step % solver["log_every"] == 0 or self.step in (1, self.total_steps)):
+                    self.logger.log({"step": self.step, "epoch": epoch, "images_per_s": speed, **losses})
+                if self.val_samples and (self.step % solver["eval_every"] == 0 or self.step == self.total_steps):
+                    metrics = self._validate()
+                    if metrics is not None:
+                        postfix["PQ"] = f"{metrics['PQ']:.3f}"
+                if self.step % solver["checkpoint_every"] == 0:
+                    self._save_last()
+                bar.set_postfix(postfix)
+        del batches  # its workers end here
 
         final_path = self.out_dir / "model_final.pt"
         self._save_last()
@@ -358,13 +374,31 @@ class _Run:
             self.logger.close()
         return final_path
 
+    def schedule(self, start: int) -> Iterator[tuple[int, list[list[int]]]]:
+        """(epoch, micro-batches of image indices) of each step of this process from step ``start`` to the end."""
+        step = start
+        while step < self.total_steps:
+            epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+            for micro_batches in epoch_batches(len(self.dataset), batch_size=self.batch_size,
+                                               accumulation=self.accumulation, world=self.world, rank=self.rank,
+                                               seed=self.seed, epoch=epoch)[step_in_epoch:]:
+                if step >= self.total_steps:
+                    return
+                yield epoch, micro_batches
+                step += 1
+
     def _train_step(self, batches, micro_sizes: Sequence[int]) -> dict[str, float]:
         """One optimizer step over the given micro-batches; returns the losses averaged over all processes."""
         self.optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(len(_LOSS_KEYS), dtype=torch.float64)
         images_in_step = sum(micro_sizes)
         for index, size in enumerate(micro_sizes):
-            item = next(batches)
+            try:
+                item = next(batches)
+            except (OSError, ValueError) as error:  # an unreadable or truncated sample, here or in a worker
+                # A worker's error carries the worker's traceback as text: its last line is the message.
+                lines = [line for line in str(error).splitlines() if line.strip()]
+                raise TrainingError(f"data: {one_line(lines[-1] if lines else error)}") from None
             images = item["image"].to(self.device, non_blocking=True).float()  # uint8 on the way: 4x less to copy
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -434,6 +468,44 @@ class _Run:
         if self.distributed:
             dist.barrier()
         return metrics
+
+
+@contextlib.contextmanager
+def _erased_on_error(bar: tqdm) -> Iterator[None]:
+    """A progress bar that an error erases (the error's one line is then all that stderr shows)."""
+    try:
+        yield
+    except BaseException:
+        bar.leave = False
+        raise
+
+
+class _EpochItems(torch.utils.data.Dataset):
+    """The training dataset indexed by (epoch, image index): the epoch, which draws an item's augmentation, travels
+    with the index, so one DataLoader (and its workers) serves every epoch."""
+
+    def __init__(self, dataset: CityscapesDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class _RunBatches:
+    """Batch sampler of a run from step ``start``: every micro-batch of every step, as (epoch, index) lists."""
+
+    def __init__(self, run: "_Run", start: int) -> None:
+        self.run, self.start = run, start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for epoch, micro_batches in self.run.schedule(self.start):
+            for micro in micro_batches:
+                yield [(epoch, index) for index in micro]
 
 
 def agree_on_losses(sums: torch.Tensor, *, step: int) -> dict[str, float]:
@@ -660,7 +732,7 @@ def _main(args: argparse.Namespace) -> int:
         final = train(config, args.data, args.out, device=args.device, max_iters=args.max_iters,
                       resume=args.resume, overwrite=args.overwrite, val_root=args.val_data, init=args.init)
     except (ConfigError, CheckpointError, TrainingError) as error:
-        print(f"casnet train: {error}", file=sys.stderr)
+        print(f"casnet train: {one_line(error)}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {final}")

@@ -27,7 +27,8 @@ TINY = ["model.fusion_channels=16", "model.head_channels=8", "data.short_side=nu
         "data.workers=0", "solver.eval_every=0"]
 NO_CUDA = not torch.cuda.is_available()
 
-T = ["train", "--config", "config/synthetic_cpu.yaml", "--data", "{data}", "--out", "{out}"]
+# --max-iters 1: a case that wrongly passed would train one step, not a whole schedule.
+T = ["train", "--config", "config/synthetic_cpu.yaml", "--data", "{data}", "--out", "{out}", "--max-iters", "1"]
 P = ["predict", "--checkpoint", "{checkpoint}", "--out", "{out}", "--device", "cpu"]
 E = ["eval", "--data", "{data}", "--split", "val", "--out", "{out}", "--device", "cpu"]
 R = ["replay", "--bag", "{bag}", "--out", "{out}", "--checkpoint", "{checkpoint}", "--device", "cpu"]
@@ -55,13 +56,13 @@ CASES: dict[str, list[str]] = {
     "train out is a file": _with(T, "--out", "{text}") + TINY,
     "train out is the data": _with(T, "--out", "{data}") + TINY,
     "train out inside the data": _with(T, "--out", "{data}/runs") + TINY,
-    "train max-iters 0": [*T, "--max-iters", "0", *TINY],
-    "train max-iters negative": [*T, "--max-iters", "-3", *TINY],
+    "train max-iters 0": _with(T, "--max-iters", "0") + TINY,
+    "train max-iters negative": _with(T, "--max-iters", "-3") + TINY,
     "train device cuda": [*T, "--device", "cuda", *TINY],
     "train device not a device": [*T, "--device", "gpu7", *TINY],
     "train unknown config key": [*T, *TINY, "solver.nope=1"],
     "train batch size 0": [*T, *TINY, "solver.batch_size=0"],
-    "train truncated training image": _with(T, "--data", "{truncated_data}") + ["--max-iters", "1", *TINY],
+    "train truncated training image": _with(T, "--data", "{truncated_data}") + TINY,
     "train resume without a run": [*T, "--resume", *TINY],
     "train init missing": [*T, "--init", "{missing}", *TINY],
     "train init not a checkpoint": [*T, "--init", "{text_pt}", *TINY],

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fails when the Python code uses anything newer than Python 3.10, the Python of ROS 2 Humble
 # (e.g. contextlib.chdir, typing.Self, except*, tomllib, datetime.UTC, 3.11-only keyword arguments).
-# The ROS 2 wheels installed here are cp311, so the test suite runs on 3.11; this static check (vermin)
-# keeps every shipped and test file runnable on 3.10.
+# CI runs the whole suite on 3.12 (Jazzy, Kilted) and on 3.10 (.ci/run); this static check (vermin) runs in
+# every `make test` too, so a 3.11+ construct fails at once, also in a 3.12-only run.
 #   bash scripts/check_py310.sh [VENV]
 set -euo pipefail
 VENV=${1:-.venv}

@@ -59,7 +59,7 @@ PY
   line="$name: $killed killed, $survived survived ($score), $other not run (no tests / skipped / suspicious)"
   echo "$line"
   summary+=("$line")
-done < scripts/mutation.cfg
+done < <(cat scripts/mutation.cfg)
 
 echo "== mutation scores (survivors: build/mutation/NAME/results.txt, reviewed in docs/mutation.md)"
 printf '%s\n' "${summary[@]}"

@@ -238,21 +238,25 @@ def test_instance_mode_reports_only_meaningful_metrics(eval_root, tmp_path):
 
 
 def test_ground_truth_conversion_is_cached_and_redone_when_stale(eval_root, tmp_path):
+    """The cache is keyed by the ground truth's content: a touched file reuses it, a changed file rebuilds it."""
+    import shutil
+
+    import cv2
+
+    data = shutil.copytree(eval_root, tmp_path / "data")  # changed below: not the session's dataset
     cache = tmp_path / "cache"
-    json_file, folder = evaluation.prepare_panoptic_ground_truth(eval_root, "val", cache_dir=cache)
+    json_file, folder = evaluation.prepare_panoptic_ground_truth(data, "val", cache_dir=cache)
     assert json_file == cache.resolve() / "cityscapes_panoptic_val.json"
     assert len(list(folder.glob("*_panoptic.png"))) == 4
     before = json_file.stat().st_mtime_ns
-    evaluation.prepare_panoptic_ground_truth(eval_root, "val", cache_dir=cache)
+    source = next((data / "gtFine" / "val").glob("*/*_instanceIds.png"))
+    os.utime(source, ns=(before + 1000, before + 1000))  # newer, same content
+    evaluation.prepare_panoptic_ground_truth(data, "val", cache_dir=cache)
     assert json_file.stat().st_mtime_ns == before  # fresh: reused
-    # A newer ground-truth file makes the cache stale.
-    source = next((eval_root / "gtFine" / "val").glob("*/*_instanceIds.png"))
-    stamp = source.stat().st_mtime_ns
-    try:
-        os.utime(source, ns=(before + 1000, before + 1000))
-        evaluation.prepare_panoptic_ground_truth(eval_root, "val", cache_dir=cache)
-    finally:
-        os.utime(source, ns=(stamp, stamp))  # the session's dataset stays as it was
+    ids = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    ids[:8, :8] = 7  # a patch of road: another ground truth
+    assert cv2.imwrite(str(source), ids)
+    evaluation.prepare_panoptic_ground_truth(data, "val", cache_dir=cache)
     assert json_file.stat().st_mtime_ns > before
     annotations = json.loads(json_file.read_text())["annotations"]
     assert len(annotations) == 4 and all(a["segments_info"] for a in annotations)

@@ -242,9 +242,10 @@ def test_an_evaluation_cache_shared_by_two_datasets_is_rebuilt_for_each(tmp_path
     from casnet_core.synth import generate_dataset
 
     cache = tmp_path / "cache"
-    for seed in (1, 2):
-        root = generate_dataset(tmp_path / f"ds{seed}", num_train=1, num_val=2, height=128, width=256, seed=seed,
-                                progress=False)
+    # Both made first: the second dataset's files are older than the cache the first evaluation writes.
+    roots = {seed: generate_dataset(tmp_path / f"ds{seed}", num_train=1, num_val=2, height=128, width=256,
+                                    seed=seed, progress=False) for seed in (1, 2)}
+    for seed, root in roots.items():
         before = tree_digest(root)
         metrics = evaluate(root, "val", tmp_path / f"out{seed}", oracle="full", cache_dir=cache, progress=False)
         assert (metrics["PQ"], metrics["PQ_th"], metrics["AP"], metrics["mIoU"]) == (1.0, 1.0, 1.0, 1.0), seed

@@ -52,7 +52,7 @@ def test_init_loads_the_weights_and_starts_a_fresh_schedule(synth_root, tmp_path
 
 def test_init_refuses_another_class_space_or_model(synth_root, tmp_path, capsys):
     def casnet_train(checkpoint):
-        return main(["train", "--config", "/dev/null", "--data", str(synth_root), "--out", str(tmp_path / "run"),
+        return main(["train", "--config", "config/synthetic_cpu.yaml", "--data", str(synth_root), "--out", str(tmp_path / "run"),
                      "--device", "cpu", "--max-iters", "1", "--init", str(checkpoint), *TINY])
 
     torch.manual_seed(0)

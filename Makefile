@@ -34,8 +34,10 @@ $(DEPS_STAMP): $(PYTHON_STAMP) requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
+# --use-pep517: the pip of Python 3.10 (23.0) would otherwise run the deprecated `setup.py develop`, which
+# current setuptools refuses for this setup.cfg.
 $(PROJECT_STAMP): $(DEPS_STAMP) setup.py setup.cfg
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --use-pep517 -e .
 	touch $@
 
 # ROS 2 interfaces (casnet_msgs, and vision_msgs where no ROS install provides it) built into the venv.

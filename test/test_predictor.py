@@ -181,7 +181,9 @@ def test_instance_mode_and_live_thresholds(model):
 
 def test_from_checkpoint_round_trip_gives_identical_outputs(model, predictor, tmp_path):
     path = save_checkpoint(tmp_path / "model.pt", model)
-    loaded = Predictor.from_checkpoint(path, device="cpu", box_threshold=0.005, min_area=4, stuff_area=16)
+    # The torch backend, as `predictor`: backend auto would run onnxruntime on the CPU (test_backend_auto.py).
+    loaded = Predictor.from_checkpoint(path, device="cpu", backend="torch", box_threshold=0.005, min_area=4,
+                                       stuff_area=16)
     image = random_image(97, 203, seed=5)
     original, restored = predictor.predict(image), loaded.predict(image)
     np.testing.assert_array_equal(restored.panoptic, original.panoptic)

@@ -1,0 +1,64 @@
+"""Validation during training: PQ and mIoU of the model on the first images of the validation split; best.pt."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+import torch.distributed as dist
+
+from casnet_core.checkpoint import save_checkpoint
+from casnet_core.data import Sample, list_samples, read_image, read_instance_ids, read_label_ids
+from casnet_core.evaluation import mean_iou, panoptic_quality
+from casnet_core.predictor import Predictor
+
+if TYPE_CHECKING:  # for annotations only: the loop imports this module
+    from casnet_core.training.loop import TrainingRun
+
+
+def validate(model, samples: Sequence[Sample], *, device: torch.device, fp16: bool = False) -> dict[str, float]:
+    """PQ, SQ, RQ (all, things, stuff) and mIoU of ``model`` on ``samples``, predicted at full size by the
+    Predictor as ``casnet eval`` does. Leaves the model in eval mode. NaN where a figure has no class."""
+    predictor = Predictor(model, device=device, fp16=fp16)
+    panoptic, gt_panoptic, semantic, gt_semantic = [], [], [], []
+    for sample in samples:
+        prediction = predictor.predict(read_image(sample.image_path))
+        panoptic.append(prediction.panoptic)
+        semantic.append(prediction.semantic)
+        gt_panoptic.append(read_instance_ids(sample.instance_ids_path))
+        gt_semantic.append(read_label_ids(sample.label_ids_path))
+    pq = panoptic_quality(panoptic, gt_panoptic)
+    metrics = {k: float(pq[k]) for k in ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")}
+    classes = [i for i in model.class_space.label_ids if i != 0]  # instance mode: background is not a class
+    metrics["mIoU"] = mean_iou(semantic, gt_semantic, classes)
+    metrics["images"] = len(samples)
+    return metrics
+
+
+def validation_samples(data_root: str | os.PathLike, split: str | None, count: int) -> list[Sample]:
+    if split is None:
+        return []
+    try:
+        return list_samples(data_root, split)[:count]
+    except FileNotFoundError:
+        return []
+
+
+def validate_run(run: TrainingRun) -> dict[str, float] | None:
+    """Validation on the main process (the others wait); keeps best.pt. Returns the metrics there."""
+    metrics = None
+    if run.is_main:
+        metrics = validate(run.bare_model, run.val_samples, device=run.device, fp16=run.use_amp)
+        run.train_mode()
+        run.logger.log({"step": run.step, **{f"val_{k}": v for k, v in metrics.items()}})
+        # Instance mode predicts no stuff: its PQ is over things only.
+        score = metrics["PQ"] if run.bare_model.class_space.mode == "panoptic" else metrics["PQ_th"]
+        if math.isfinite(score) and (run.best is None or score > run.best):
+            run.best = score
+            save_checkpoint(run.out_dir / "best.pt", run.bare_model,
+                            extra={"step": run.step, "train_config": run.config, "val": metrics})
+    if run.distributed:
+        dist.barrier()
+    return metrics

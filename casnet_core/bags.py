@@ -34,10 +34,14 @@ from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from casnet_core.errors import one_line
-from casnet_core.image_encoding import (PANOPTIC_DTYPES, WIDE_PANOPTIC_ENCODING, compressed_to_rgb, image_to_rgb,
-                                        panoptic_from_buffer, panoptic_pixels)
+from casnet_core.image_encoding import (PANOPTIC_DTYPES, SUPPORTED_ENCODINGS, WIDE_PANOPTIC_ENCODING,
+                                        compressed_to_rgb, image_to_rgb, panoptic_from_buffer, panoptic_pixels)
+from casnet_core.messages import DETECTIONS_TYPE, PANOPTIC_FRAME_TYPE
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
@@ -46,8 +50,6 @@ PANOPTIC_GT_TOPIC = "/camera/panoptic_gt"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-PANOPTIC_FRAME_TYPE = "casnet_msgs/msg/PanopticFrame"
-DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
 CAMERA_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 # Panoptic maps: the ground truth is written 32SC1; the node publishes 16UC1 (ids <= 33 999) and 32SC1
 # only for larger ids; the reader takes both.
@@ -85,8 +87,6 @@ def _interface_dirs(package: str) -> list[Path]:
 def typestore() -> Any:
     """The rosbags type store of every message this project reads or writes: ROS 2 Humble's standard
     messages plus casnet_msgs and vision_msgs from their ``.msg`` files (``_interface_dirs``)."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
     store = get_typestore(Stores.ROS2_HUMBLE)
     types: dict[str, Any] = {}
     for package in INTERFACE_PACKAGES:
@@ -174,8 +174,6 @@ class BagWriter:
     """
 
     def __init__(self, path: str | os.PathLike, storage: str = "sqlite3") -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
-
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.path = Path(path)
@@ -276,15 +274,8 @@ def remove_bag(path: str | os.PathLike) -> None:
 # ----------------------------------------------------------------------------------------------
 
 # What rosbags and its storages raise for a file that is not a bag, or is corrupt or truncated.
-_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, struct.error, EOFError, KeyError,
-                                                 IndexError, ValueError, AssertionError)
-
-
-def _read_errors() -> tuple[type[BaseException], ...]:
-    from rosbags.highlevel import AnyReaderError
-    from rosbags.rosbag2 import ReaderError
-
-    return (AnyReaderError, ReaderError, *_READ_ERRORS)
+_READ_ERRORS: tuple[type[BaseException], ...] = (AnyReaderError, ReaderError, OSError, sqlite3.Error, struct.error,
+                                                 EOFError, KeyError, IndexError, ValueError, AssertionError)
 
 
 def _bag_path(path: str | os.PathLike) -> Path:
@@ -314,13 +305,11 @@ class _Bag:
     """An open AnyReader whose failures become BagError."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        from rosbags.highlevel import AnyReader
-
         self.path = Path(path)
         self._reader = AnyReader([_bag_path(path)], default_typestore=typestore())
         try:
             self._reader.open()
-        except _read_errors() as error:
+        except _READ_ERRORS as error:
             raise BagError(f"{self.path} is not a readable rosbag2 (corrupt or truncated?): "
                            f"{one_line(error)}") from None
 
@@ -330,7 +319,7 @@ class _Bag:
     def __exit__(self, *exc: Any) -> None:
         try:
             self._reader.close()
-        except _read_errors():
+        except _READ_ERRORS:
             pass
 
     def topics(self) -> dict[str, Any]:
@@ -345,7 +334,7 @@ class _Bag:
             for connection, time_ns, rawdata in self._reader.messages(connections=connections, start=start_ns,
                                                                       stop=stop_ns):
                 yield connection.topic, connection.msgtype, time_ns, rawdata
-        except _read_errors() as error:
+        except _READ_ERRORS as error:
             raise BagError(f"{self.path} is corrupt or truncated: {one_line(error)}") from None
 
     def deserialize(self, rawdata: bytes, msgtype: str) -> Any:
@@ -372,8 +361,6 @@ def _first_message(bag: _Bag, topic: str, msgtype: str) -> Any | None:
 def _camera_topics(bag: _Bag, exclude: Sequence[str] = ()) -> dict[str, str]:
     """Topics that carry camera images: CompressedImage, or Image whose first message has a camera
     encoding (not the 32SC1 of a panoptic ground truth)."""
-    from casnet_core.image_encoding import SUPPORTED_ENCODINGS
-
     found = {}
     for topic, info in sorted(bag.topics().items()):
         if info.msgtype not in CAMERA_TYPES or topic in exclude:
@@ -535,6 +522,19 @@ def read_frames(path: str | os.PathLike, image_topic: str | None = None,
                 else:
                     frame.gt_error = FEWER_GT_THAN_FRAMES if places else NO_GT_WITH_STAMP
                 yield frame
+
+
+def read_camera_frames(path: str | os.PathLike, image_topics: Sequence[str]) -> Iterator[tuple[str, BagFrame]]:
+    """(topic, frame) of several camera topics of a bag, decoded, in recorded (receive-time) order; each frame
+    numbered by its position on its own topic. No ground truth (a stamp names one frame of one camera).
+    BagError as ``read_frames``, also for a topic that is missing or not a camera."""
+    with _Bag(path) as bag:
+        for topic in image_topics:
+            _select_topics(bag, topic, None)
+        positions = dict.fromkeys(image_topics, 0)
+        for topic, message_type, time_ns, rawdata in bag.messages(list(image_topics)):
+            yield topic, _frame(bag, positions[topic], message_type, time_ns, rawdata)
+            positions[topic] += 1
 
 
 def _ground_truth(bag: _Bag, topic: str, time_ns: int, rank: int) -> tuple[np.ndarray | None, str | None]:

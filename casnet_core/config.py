@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from casnet_core.errors import one_line
 from casnet_core.labels import MODES
 
 DEFAULTS: dict[str, Any] = {
@@ -145,7 +146,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
         except OSError as error:
             raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {_one_line(error)}") from error
+            raise ConfigError(f"{path} is not valid YAML: {one_line(error)}") from error
         if document is None:  # an empty (or truncated to nothing) file is not "all defaults"
             raise ConfigError(f"{path} is empty: expected a mapping of sections (model, data, solver, ...)")
         if not isinstance(document, dict):
@@ -158,7 +159,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ConfigError(f"override {override!r}: the value is not valid YAML: {_one_line(error)}") from error
+            raise ConfigError(f"override {override!r}: the value is not valid YAML: {one_line(error)}") from error
         node: dict[str, Any] = {}
         leaf = node
         parts = key.split(".")
@@ -248,7 +249,3 @@ def _check_relations(config: dict[str, Any]) -> None:
     steps = config["solver"]["lr_steps"]
     if steps != sorted(steps):
         raise ConfigError(f"solver.lr_steps must be in increasing order, got {steps}")
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())

@@ -1,6 +1,6 @@
 """Replay of a recorded drive through CASNet: accuracy, latency and pictures from a rosbag2.
 
-``casnet replay --bag BAG --out DIR [--checkpoint CKPT] [--image-topic T] [--gt-topic T]
+``casnet replay --bag BAG --out DIR [--checkpoint CKPT] [--image-topic [NAME=]T ...] [--gt-topic T]
 [--live [--rate R | --max-rate]] [--frames N]``
 
 The model is ``--checkpoint``, else the packaged default model. By default the bag is replayed in this
@@ -26,6 +26,13 @@ through ``ReplayRecorder`` and write to DIR:
   in the official formats and the logs of the official evaluators. The accuracy is that of
   ``casnet eval --data DIR/frames --split replay``: the same official evaluators on the same files.
 
+Several cameras: ``--image-topic`` repeated (``TOPIC`` or ``NAME=TOPIC``, the camera named by the topic's first
+segment by default) replays each camera topic, in recorded order; live, to one batched ``casnet_node`` serving
+all of them (``cameras: [NAME, ...]``, ``NAME.image_topic``), in-process through the one Predictor. Each camera's
+outputs are recorded under the batched node's topics, ``/NAME/casnet/{panoptic,semantic,instances,detections}``,
+``--frames`` counts per camera, and ``metrics.json`` has ``cameras``: per camera its topic, frames, latency and
+throughput, beside the totals. Such a replay is not evaluated (a ground-truth stamp names one frame of one camera).
+
 Ground truth is a ``sensor_msgs/Image`` topic (32SC1 Cityscapes panoptic ids, ``PANOPTIC_GT_TOPIC`` by
 default) whose header stamps equal the camera's. A frame that cannot be decoded is counted as failed,
 reported and skipped. ``metrics.json`` (``ground_truth``) and the summary say how many frames had no usable
@@ -40,8 +47,10 @@ started. A replay stopped by SIGINT or SIGTERM closes the output bag with every 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,23 +59,65 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
-from casnet_core import bags
+from casnet_core import bags, default_model_path, messages
+from casnet_core.checkpoint import CheckpointError
 from casnet_core.errors import one_line
-from casnet_core.predictor import Instance, Prediction
+from casnet_core.evaluation import (CityscapesResultWriter, EvalPrediction, run_official_evaluators,
+                                    segment_label_ids, write_metrics)
+from casnet_core.export import model_mode
+from casnet_core.formats import check_outputs_spare_inputs
+from casnet_core.predictor import (Instance, Prediction, Predictor, add_threshold_arguments, resolve_device,
+                                   thresholds_from_args)
+from casnet_core.visualize import colorize
 
 OUTPUT_NAMESPACE = "/casnet"
-# name -> (topic, message type) of the node outputs a replay records.
-OUTPUT_TOPICS: dict[str, tuple[str, str]] = {
-    "panoptic": (f"{OUTPUT_NAMESPACE}/panoptic", bags.IMAGE_TYPE),
-    "semantic": (f"{OUTPUT_NAMESPACE}/semantic", bags.IMAGE_TYPE),
-    "instances": (f"{OUTPUT_NAMESPACE}/instances", bags.PANOPTIC_FRAME_TYPE),
-    "detections": (f"{OUTPUT_NAMESPACE}/detections", bags.DETECTIONS_TYPE),
-}
+# name -> message type of the node outputs a replay records.
+OUTPUT_TYPES: dict[str, str] = {"panoptic": bags.IMAGE_TYPE, "semantic": bags.IMAGE_TYPE,
+                                "instances": bags.PANOPTIC_FRAME_TYPE, "detections": bags.DETECTIONS_TYPE}
+# A camera name becomes a namespace token and a node parameter prefix (casnet_ros.parameters checks the same).
+CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def output_topics(camera: str = "") -> dict[str, tuple[str, str]]:
+    """name -> (topic, message type) of the node outputs recorded for ``camera``: ``/casnet/<name>`` for the
+    single camera (""), ``/<camera>/casnet/<name>`` for a camera of the batched node (its topics)."""
+    namespace = f"/{camera}{OUTPUT_NAMESPACE}" if camera else OUTPUT_NAMESPACE
+    return {name: (f"{namespace}/{name}", msgtype) for name, msgtype in OUTPUT_TYPES.items()}
+
+
+OUTPUT_TOPICS = output_topics()
+
+
+def camera_topics(values: Sequence[str] | None) -> dict[str, str]:
+    """``--image-topic`` values -> {camera name: topic}. {} for none or one plain topic: the single camera
+    (today's node on ``~/image``). Else one camera per value, ``NAME=TOPIC``, or ``TOPIC`` named by its first
+    segment (``/front/image_raw`` -> ``front``). ValueError (one line) for a bad or repeated name or topic."""
+    values = list(values or [])
+    if len(values) <= 1 and not any("=" in value for value in values):
+        return {}
+    cameras: dict[str, str] = {}
+    for value in values:
+        name, _, topic = value.rpartition("=") if "=" in value else (value.strip("/").split("/")[0], "", value)
+        if not CAMERA_NAME.match(name):
+            raise ValueError(f"--image-topic {value}: camera name {name!r} must be letters, digits and _, starting "
+                             "with a letter (name it: --image-topic NAME=TOPIC)")
+        if name in cameras:
+            raise ValueError(f"--image-topic {value}: camera {name} given twice (name them: --image-topic NAME=TOPIC)")
+        if topic in cameras.values():
+            raise ValueError(f"--image-topic {value}: topic {topic} given twice")
+        cameras[name] = topic
+    return cameras
+
+
+def single_image_topic(values: Sequence[str] | None) -> str | None:
+    """The camera topic of a one-camera replay (``camera_topics`` gave {}): the one value, or None (found)."""
+    return values[0] if values else None
 EVAL_SPLIT = "replay"
 EVAL_CITY = "drive"
 ACCURACY_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "AP", "AP50", "mIoU")
@@ -83,8 +134,6 @@ def check_output(out_dir: str | os.PathLike, inputs: Sequence[tuple[str, str | o
     """Raises ValueError (one line) unless a replay may write ``out_dir``: a folder (or nothing yet) whose outputs
     (REPLAY_OUTPUTS) neither overlap an input (``inputs``: (option, path or None)) nor exist already, unless
     ``overwrite``. Returns the outputs that exist (replaced with ``overwrite``). Touches nothing."""
-    from casnet_core.formats import check_outputs_spare_inputs
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} exists and is not a folder")
@@ -119,48 +168,6 @@ def frame_name(index: int) -> str:
     return f"{EVAL_CITY}_000000_{index:06d}"
 
 
-def panoptic_frame_message(panoptic_image: Any, instances: Sequence[Any], mode: str, header: Any) -> Any:
-    """casnet_msgs/PanopticFrame of the panoptic image (``bags.panoptic_image_message``) and ``Predictor``
-    instances (the node's ~/instances)."""
-    frame_type = bags.message_type(bags.PANOPTIC_FRAME_TYPE)
-    instance_type = bags.message_type("casnet_msgs/msg/PanopticInstance")
-    items = []
-    for instance in instances:
-        x0, y0, x1, y1 = (float(v) for v in instance.box)
-        cx, cy = (float(v) for v in instance.centroid)
-        items.append(instance_type(
-            id=int(instance.id), class_id=int(instance.label_id), class_name=str(instance.class_name),
-            score=float(instance.score), x_min=x0, y_min=y0, x_max=x1, y_max=y1, area=int(instance.area),
-            centroid_x=cx, centroid_y=cy))
-    return frame_type(header=header, mode=mode, panoptic=panoptic_image, instances=items)
-
-
-def detections_message(instances: Sequence[Any], header: Any) -> Any:
-    """vision_msgs/Detection2DArray of ``Predictor`` instances (the node's ~/detections): id = panoptic id,
-    class_id = label id as a string, bbox = centre + size in pixels, empty pose."""
-    types = bags.typestore().types
-    array_type = bags.message_type(bags.DETECTIONS_TYPE)
-    detection_type = types["vision_msgs/msg/Detection2D"]
-    no_pose = types["geometry_msgs/msg/PoseWithCovariance"](
-        pose=types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
-                                             orientation=types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0,
-                                                                                                w=1.0)),
-        covariance=np.zeros(36, dtype=np.float64))
-    detections = []
-    for instance in instances:
-        x0, y0, x1, y1 = (float(v) for v in instance.box)
-        hypothesis = types["vision_msgs/msg/ObjectHypothesisWithPose"](
-            hypothesis=types["vision_msgs/msg/ObjectHypothesis"](class_id=str(int(instance.label_id)),
-                                                                 score=float(instance.score)),
-            pose=no_pose)
-        center = types["vision_msgs/msg/Pose2D"](
-            position=types["vision_msgs/msg/Point2D"](x=0.5 * (x0 + x1), y=0.5 * (y0 + y1)), theta=0.0)
-        detections.append(detection_type(
-            header=header, results=[hypothesis], id=str(int(instance.id)),
-            bbox=types["vision_msgs/msg/BoundingBox2D"](center=center, size_x=x1 - x0, size_y=y1 - y0)))
-    return array_type(header=header, detections=detections)
-
-
 def output_messages(prediction: Prediction, mode: str, header: Any) -> dict[str, Any]:
     """The node's outputs for one Prediction as rosbags messages, built as ``casnet_ros.conversions`` builds
     them for the node, field for field: name -> message (see OUTPUT_TOPICS)."""
@@ -168,8 +175,8 @@ def output_messages(prediction: Prediction, mode: str, header: Any) -> dict[str,
     return {
         "panoptic": panoptic,
         "semantic": bags.array_to_image_message(np.asarray(prediction.semantic, dtype=np.uint8), "mono8", header),
-        "instances": panoptic_frame_message(panoptic, prediction.instances, mode, header),
-        "detections": detections_message(prediction.instances, header),
+        "instances": messages.panoptic_frame_message(bags.message_type, panoptic, prediction.instances, mode, header),
+        "detections": messages.detections_message(bags.message_type, prediction.instances, header),
     }
 
 
@@ -185,6 +192,7 @@ class FrameResult:
     latency_s: float | None = None
     error: str | None = None
     serialized: Mapping[str, bytes] | None = None
+    camera: str = ""  # "" for the single camera
 
 
 class ReplayRecorder:
@@ -199,12 +207,13 @@ class ReplayRecorder:
         gt_topic: the bag's ground-truth topic, None without one.
         evaluate: write frames with ground truth and evaluate them at the end.
         progress: show a tqdm progress bar.
+        cameras: {camera name: image topic} of a several-camera replay (metrics per camera too; outputs on
+            ``output_topics(camera)``); None: the single camera.
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, storage: str, mode: str, total_frames: int,
-                 gt_topic: str | None = None, evaluate: bool = True, progress: bool = True) -> None:
-        from tqdm import tqdm
-
+                 gt_topic: str | None = None, evaluate: bool = True, progress: bool = True,
+                 cameras: Mapping[str, str] | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.mode = mode
@@ -219,6 +228,11 @@ class ReplayRecorder:
         self.counts = {"received": 0, "processed": 0, "dropped": 0, "failed": 0, "evaluated": 0}
         self.latencies_s: list[float] = []
         self.failures: list[dict[str, Any]] = []
+        self.cameras = dict(cameras or {})
+        self._topics = {camera: output_topics(camera) for camera in self.cameras or [""]}
+        self.camera_counts = {camera: {key: 0 for key in ("received", "processed", "dropped", "failed")}
+                              for camera in self.cameras}
+        self.camera_latencies_s: dict[str, list[float]] = {camera: [] for camera in self.cameras}
         last = max(total_frames - 1, 0)
         self._mosaic_targets = sorted({round(last * k / (MOSAIC_FRAMES - 1)) for k in range(MOSAIC_FRAMES)})
         self._mosaic_rows: list[np.ndarray] = []
@@ -227,9 +241,15 @@ class ReplayRecorder:
     # ---------------------------------------------------------------- per frame
     def add(self, result: FrameResult) -> None:
         frame = result.frame
+        # Position in the replay: a frame's index on its topic when there is one camera.
+        position = frame.index if not self.cameras else self.counts["received"]
         self.counts["received"] += 1
         self.counts[result.status] += 1
+        if self.cameras:
+            self.camera_counts[result.camera]["received"] += 1
+            self.camera_counts[result.camera][result.status] += 1
         self._progress.update(1)
+        camera = f"camera {result.camera} " if result.camera else ""
         problem = self._ground_truth_problem(frame)
         if problem is not None:
             reason = problem.split(":")[0]  # the kind; the details are per frame
@@ -237,35 +257,37 @@ class ReplayRecorder:
         if result.status != "processed":
             if result.status == "failed":
                 if len(self.failures) < _LISTED_FAILURES:
-                    self.failures.append({"index": frame.index, "stamp_ns": frame.stamp_ns, "error": result.error})
-                self._progress.write(f"frame {frame.index} (stamp {frame.stamp_ns}) skipped: {result.error}")
+                    failure = {"index": frame.index, "stamp_ns": frame.stamp_ns, "error": result.error}
+                    self.failures.append({"camera": result.camera, **failure} if self.cameras else failure)
+                self._progress.write(f"{camera}frame {frame.index} (stamp {frame.stamp_ns}) skipped: {result.error}")
             return
         prediction = result.prediction
         assert prediction is not None and result.latency_s is not None
         self.latencies_s.append(result.latency_s)
+        if self.cameras:
+            self.camera_latencies_s[result.camera].append(result.latency_s)
         self._write_outputs(result)
         if self._evaluate and problem is None and frame.panoptic_gt is not None:
             self._write_evaluation_frame(frame, prediction)
-        if self._mosaic_targets and frame.index >= self._mosaic_targets[0] and frame.image_rgb is not None:
-            while self._mosaic_targets and frame.index >= self._mosaic_targets[0]:
+        if self._mosaic_targets and position >= self._mosaic_targets[0] and frame.image_rgb is not None:
+            while self._mosaic_targets and position >= self._mosaic_targets[0]:
                 self._mosaic_targets.pop(0)
-            self._mosaic_rows.append(_mosaic_row(frame, prediction))
+            self._mosaic_rows.append(_mosaic_row(frame, prediction, camera=result.camera))
 
     def _write_outputs(self, result: FrameResult) -> None:
         frame = result.frame
+        topics = self._topics[result.camera]
         if result.serialized is not None:
             for name, data in result.serialized.items():
-                topic, msgtype = OUTPUT_TOPICS[name]
+                topic, msgtype = topics[name]
                 self._bag.add_serialized(topic, msgtype, frame.time_ns, data)
             return
         header = bags.header_message(frame.stamp_ns, frame.frame_id)
         for name, message in output_messages(result.prediction, self.mode, header).items():
-            topic, msgtype = OUTPUT_TOPICS[name]
+            topic, msgtype = topics[name]
             self._bag.add(topic, msgtype, frame.time_ns, message)
 
     def _write_evaluation_frame(self, frame: bags.BagFrame, prediction: Prediction) -> None:
-        from casnet_core.evaluation import CityscapesResultWriter, EvalPrediction, segment_label_ids
-
         if self._results_writer is None:
             for folder in (self._frames_root / "leftImg8bit" / EVAL_SPLIT, self._frames_root / "gtFine" / EVAL_SPLIT):
                 (folder / EVAL_CITY).mkdir(parents=True, exist_ok=True)  # in an --out prepare_output made ready
@@ -318,6 +340,12 @@ class ReplayRecorder:
         metrics["accuracy"] = self._accuracy()
         metrics["ground_truth"] = self.ground_truth_summary()
         metrics["failures"] = self.failures
+        if self.cameras:
+            metrics["cameras"] = {
+                camera: {"image_topic": topic, "frames": dict(self.camera_counts[camera]),
+                         "latency_ms": latency_summary(self.camera_latencies_s[camera]),
+                         "throughput_fps": self.camera_counts[camera]["processed"] / wall_s if wall_s > 0 else None}
+                for camera, topic in self.cameras.items()}
         outputs = {"bag": str(self.bag_path)}
         if self._mosaic_rows:
             mosaic_path = self.out_dir / "mosaic.png"
@@ -329,8 +357,6 @@ class ReplayRecorder:
             outputs["evaluation"] = str(self.out_dir / "evaluation")
         outputs["metrics"] = str(self.out_dir / "metrics.json")
         metrics["outputs"] = outputs
-        from casnet_core.evaluation import write_metrics
-
         write_metrics(metrics, self.out_dir / "metrics.json")
         return metrics
 
@@ -342,8 +368,6 @@ class ReplayRecorder:
     def _accuracy(self) -> dict[str, Any] | None:
         if self._results_writer is None:
             return None
-        from casnet_core.evaluation import run_official_evaluators
-
         self._results_writer.close()
         try:
             return run_official_evaluators(self._frames_root, EVAL_SPLIT, self._results_writer, mode=self.mode)
@@ -362,10 +386,8 @@ def latency_summary(latencies_s: Iterable[float]) -> dict[str, float | None]:
             "mean": float(values.mean())}
 
 
-def _mosaic_row(frame: bags.BagFrame, prediction: Prediction) -> np.ndarray:
+def _mosaic_row(frame: bags.BagFrame, prediction: Prediction, *, camera: str = "") -> np.ndarray:
     """input | panoptic colouring | overlay of one frame, each tile MOSAIC_TILE_WIDTH wide, captioned."""
-    from casnet_core.visualize import colorize
-
     image = np.ascontiguousarray(frame.image_rgb)
     height, width = image.shape[:2]
     tile_height = max(1, round(height * MOSAIC_TILE_WIDTH / width))
@@ -373,7 +395,7 @@ def _mosaic_row(frame: bags.BagFrame, prediction: Prediction) -> np.ndarray:
     for picture, interpolation in ((image, cv2.INTER_AREA), (colorize(prediction.panoptic), cv2.INTER_NEAREST),
                                    (colorize(prediction, image), cv2.INTER_AREA)):
         tiles.append(cv2.resize(picture, (MOSAIC_TILE_WIDTH, tile_height), interpolation=interpolation))
-    caption = f"frame {frame.index}  {len(prediction.instances)} instances"
+    caption = f"{camera + ' ' if camera else ''}frame {frame.index}  {len(prediction.instances)} instances"
     for color, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
         cv2.putText(tiles[0], caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, thickness, cv2.LINE_AA)
     return np.hstack(tiles)
@@ -423,6 +445,12 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
     if ground_truth and ground_truth["frames_without"]:
         lines.append(f"frames without usable ground truth: {ground_truth['frames_without']} of {frames['received']} ("
                      + "; ".join(f"{count} {why}" for why, count in ground_truth["why"].items()) + ")")
+    for camera, figures in (metrics.get("cameras") or {}).items():
+        counts, latency = figures["frames"], figures["latency_ms"]
+        lines.append(f"  camera {camera} ({figures['image_topic']}): {counts['received']} received, "
+                     f"{counts['processed']} processed, {counts['dropped']} dropped, {counts['failed']} failed; "
+                     f"latency ms p50 {ms(latency['p50'])} p99 {ms(latency['p99'])}; "
+                     f"{figures['throughput_fps'] or 0:.2f} frames/s")
     lines.append("outputs: " + ", ".join(f"{k} {v}" for k, v in metrics.get("outputs", {}).items()))
     return "\n".join(lines)
 
@@ -432,6 +460,57 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ReplayInputs:
+    """What a replay reads from a bag: ``cameras`` {name: topic} for several cameras ({} for the single one,
+    ``image_topic``), each camera topic's message type, the ground-truth topic (single camera only) and the
+    number of frames to replay (all cameras together)."""
+
+    cameras: dict[str, str]
+    image_topic: str | None
+    image_types: dict[str, str]
+    gt_topic: str | None
+    total_frames: int
+
+    def info(self) -> dict[str, Any]:
+        """The inputs in ``metrics.json``."""
+        if self.cameras:
+            return {"image_topics": list(self.cameras.values()), "gt_topic": None}
+        return {"image_topic": self.image_topic, "gt_topic": self.gt_topic}
+
+    def frames(self, bag: str | os.PathLike, max_frames: int | None = None) -> Iterator[tuple[str, bags.BagFrame]]:
+        """(camera, frame) in recorded order, at most ``max_frames`` per camera; camera "" for the single one."""
+        if not self.cameras:
+            for frame in islice(bags.read_frames(bag, self.image_topic, self.gt_topic), max_frames):
+                yield "", frame
+            return
+        name_of = {topic: name for name, topic in self.cameras.items()}
+        done: set[str] = set()
+        for topic, frame in bags.read_camera_frames(bag, list(self.cameras.values())):
+            if max_frames is not None and frame.index >= max_frames:
+                done.add(topic)
+                if len(done) == len(self.cameras):
+                    return
+                continue
+            yield name_of[topic], frame
+
+
+def replay_inputs(bag: str | os.PathLike, *, image_topic: str | None = None, gt_topic: str | None = None,
+                  cameras: Mapping[str, str] | None = None, max_frames: int | None = None) -> ReplayInputs:
+    """The topics a replay of ``bag`` reads (``cameras``: several, see ``camera_topics``; else ``image_topic``,
+    found when the bag has one camera). BagError for a bag or topic that cannot be used, ValueError for a
+    ground-truth topic with several cameras."""
+    if cameras:
+        if gt_topic is not None:
+            raise ValueError("--gt-topic: a replay of several cameras is not evaluated (give one --image-topic)")
+        found = {topic: bags.find_topics(bag, topic) for topic in cameras.values()}
+        total = sum(t.frames if max_frames is None else min(t.frames, max_frames) for t in found.values())
+        return ReplayInputs(dict(cameras), None, {topic: t.image_type for topic, t in found.items()}, None, total)
+    topics = bags.find_topics(bag, image_topic, gt_topic)
+    total = topics.frames if max_frames is None else min(topics.frames, max_frames)
+    return ReplayInputs({}, topics.image_topic, {topics.image_topic: topics.image_type}, topics.gt_topic, total)
+
+
 def replay(
     bag: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -439,6 +518,7 @@ def replay(
     *,
     image_topic: str | None = None,
     gt_topic: str | None = None,
+    cameras: Mapping[str, str] | None = None,
     max_frames: int | None = None,
     storage: str | None = None,
     progress: bool = True,
@@ -447,23 +527,26 @@ def replay(
     checkpoint: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Replays ``bag`` through ``predictor`` (a ``casnet_core.predictor.Predictor``) in this process and
-    writes ``out_dir`` (see the module docstring; ``overwrite``: replace an earlier replay there; ``checkpoint``:
-    the predictor's file, protected like the bag); returns the metrics. Raises bags.BagError for a bag
-    that cannot be used, ValueError for an ``out_dir`` that cannot be written (``check_output``)."""
-    topics = bags.find_topics(bag, image_topic, gt_topic)
-    total = topics.frames if max_frames is None else min(topics.frames, max_frames)
+    writes ``out_dir`` (see the module docstring; ``cameras``: {name: topic} of several camera topics, their
+    outputs recorded under ``output_topics(name)``, ``max_frames`` then per camera; ``overwrite``: replace an
+    earlier replay there; ``checkpoint``: the predictor's file, protected like the bag); returns the metrics.
+    Raises bags.BagError for a bag that cannot be used, ValueError for an ``out_dir`` that cannot be written
+    (``check_output``)."""
+    inputs = replay_inputs(bag, image_topic=image_topic, gt_topic=gt_topic, cameras=cameras, max_frames=max_frames)
     prepare_output(out_dir, [("--bag", bag), ("--checkpoint", checkpoint)], overwrite=overwrite)
     recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=predictor.mode,
-                              total_frames=total, gt_topic=topics.gt_topic, progress=progress)
+                              total_frames=inputs.total_frames, gt_topic=inputs.gt_topic, progress=progress,
+                              cameras=inputs.cameras)
     start = time.perf_counter()
     try:
-        for frame in islice(bags.read_frames(bag, topics.image_topic, topics.gt_topic), max_frames):
-            recorder.add(predict_frame(predictor, frame))
+        for camera, frame in inputs.frames(bag, max_frames):
+            result = predict_frame(predictor, frame)
+            result.camera = camera
+            recorder.add(result)
     except BaseException:
         recorder.abort()
         raise
-    return recorder.close(time.perf_counter() - start, {"replay": "in-process", "bag": str(bag),
-                                                        "image_topic": topics.image_topic, "gt_topic": topics.gt_topic,
+    return recorder.close(time.perf_counter() - start, {"replay": "in-process", "bag": str(bag), **inputs.info(),
                                                         **(info or {})})
 
 
@@ -489,16 +572,10 @@ def checkpoint_from_args(args: argparse.Namespace) -> Path:
     """--checkpoint, or the packaged default model."""
     if args.checkpoint:
         return Path(args.checkpoint)
-    from casnet_core import default_model_path
-
     return default_model_path()
 
 
 def _main(args: argparse.Namespace) -> int:
-    from casnet_core.checkpoint import CheckpointError
-    from casnet_core.export import model_mode
-    from casnet_core.predictor import resolve_device
-
     if not args.live and (args.rate is not None or args.max_rate):
         print("casnet replay: error: --rate and --max-rate pace the live replay: add --live", file=sys.stderr)
         return 2
@@ -514,7 +591,9 @@ def _main(args: argparse.Namespace) -> int:
     try:
         # Everything that can be checked is, before anything is written or started.
         device = resolve_device(args.device)
-        bags.find_topics(args.bag, args.image_topic, args.gt_topic)
+        cameras = camera_topics(args.image_topic)
+        replay_inputs(args.bag, image_topic=single_image_topic(args.image_topic), gt_topic=args.gt_topic,
+                      cameras=cameras)
         checkpoint = checkpoint_from_args(args)
         mode = model_mode(checkpoint)
         check_output(args.out, [("--bag", args.bag), ("--checkpoint", checkpoint)], overwrite=args.overwrite)
@@ -525,14 +604,12 @@ def _main(args: argparse.Namespace) -> int:
         # The live replay drives a ROS node through rclpy: it runs in casnet_ros, in a process of its own,
         # so that casnet_core never imports ROS.
         return run_child([sys.executable, "-m", "casnet_ros.live_replay", *live_arguments(args)])
-    from casnet_core.predictor import Predictor, thresholds_from_args
-
     interrupted = []
     try:
         with interrupts_raise(interrupted):
             predictor = Predictor.from_checkpoint(str(checkpoint), device=str(device), **thresholds_from_args(args))
-            metrics = replay(args.bag, args.out, predictor, image_topic=args.image_topic, gt_topic=args.gt_topic,
-                             max_frames=args.frames, storage=args.storage, overwrite=args.overwrite,
+            metrics = replay(args.bag, args.out, predictor, image_topic=single_image_topic(args.image_topic),
+                             gt_topic=args.gt_topic, cameras=cameras, max_frames=args.frames, storage=args.storage, overwrite=args.overwrite,
                              checkpoint=checkpoint, info={"checkpoint": str(checkpoint), "device": str(predictor.device),
                                                           "mode": mode})
     except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
@@ -559,8 +636,6 @@ def _prctl() -> Any:
     """libc's prctl (Linux), or None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
-
     try:
         return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
@@ -639,11 +714,11 @@ class interrupts_raise:
 
 def live_arguments(args: argparse.Namespace) -> list[str]:
     """The command line of ``python -m casnet_ros.live_replay`` for parsed ``casnet replay --live`` arguments."""
-    from casnet_core.predictor import thresholds_from_args
-
     argv = ["--bag", str(args.bag), "--out", str(args.out), "--device", args.device, "--live"]
     argv += ["--overwrite"] if args.overwrite else []
-    options = {"--checkpoint": args.checkpoint, "--image-topic": args.image_topic, "--gt-topic": args.gt_topic,
+    for topic in args.image_topic or []:
+        argv += ["--image-topic", topic]
+    options = {"--checkpoint": args.checkpoint, "--gt-topic": args.gt_topic,
                "--frames": args.frames, "--storage": args.storage, "--rate": args.rate, "--domain-id": args.domain_id}
     options.update({"--" + name.replace("_", "-"): value for name, value in thresholds_from_args(args).items()})
     for flag, value in options.items():
@@ -662,14 +737,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``casnet replay``, shared with ``python -m casnet_ros.live_replay``."""
-    from casnet_core.predictor import add_threshold_arguments
-
     parser.add_argument("--bag", required=True, help="rosbag2 folder, or its .db3 / .mcap file")
     parser.add_argument("--out", required=True, help="output folder (never one that overlaps --bag or --checkpoint)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the outputs of an earlier replay in --out (refused without it)")
     parser.add_argument("--checkpoint", help="CASNet checkpoint (default: the packaged default model)")
-    parser.add_argument("--image-topic", help="camera topic (default: the bag's only camera topic)")
+    parser.add_argument("--image-topic", action="append",
+                        help="camera topic (default: the bag's only camera topic); repeat it for several cameras, "
+                             "each TOPIC or NAME=TOPIC (the batched node's camera NAME, default the topic's first "
+                             "segment), --frames then per camera")
     parser.add_argument("--gt-topic",
                         help=f"panoptic ground-truth topic (default: {bags.PANOPTIC_GT_TOPIC} if present)")
     parser.add_argument("--frames", type=int, help="replay only the first N frames")

@@ -8,17 +8,16 @@ reader shares); this module only hands it the message's fields.
 from __future__ import annotations
 
 import array
+import functools
+import importlib
 import sys
 from typing import Sequence
 
 import numpy as np
-from casnet_msgs.msg import PanopticFrame, PanopticInstance
-from geometry_msgs.msg import PoseWithCovariance
 from sensor_msgs.msg import Image
-from vision_msgs.msg import (Detection2D, Detection2DArray, LabelInfo, ObjectHypothesis,
-                             ObjectHypothesisWithPose, VisionClass)
+from vision_msgs.msg import LabelInfo, VisionClass
 
-from casnet_core import image_encoding
+from casnet_core import image_encoding, messages
 from casnet_core.image_encoding import ImageConversionError
 
 
@@ -84,51 +83,23 @@ def image_to_mono8(msg) -> np.ndarray:
     return rows[:, : msg.width]
 
 
+@functools.lru_cache(maxsize=None)
+def message_class(msgtype: str) -> type:
+    """The rclpy class of a message type name, e.g. "vision_msgs/msg/Detection2D" (``casnet_core.messages``)."""
+    package, _, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
 def instances_to_frame(panoptic_image, instances: Sequence, mode: str, header):
-    """Prediction instances + the panoptic image (``panoptic_to_image``) -> casnet_msgs/PanopticFrame."""
-    frame = PanopticFrame()
-    frame.header = header
-    frame.mode = mode
-    frame.panoptic = panoptic_image
-    items = []
-    for instance in instances:
-        item = PanopticInstance()
-        item.id = int(instance.id)
-        item.class_id = int(instance.label_id)
-        item.class_name = str(instance.class_name)
-        item.score = float(instance.score)
-        item.x_min, item.y_min, item.x_max, item.y_max = (float(v) for v in instance.box)
-        item.area = int(instance.area)
-        item.centroid_x, item.centroid_y = (float(v) for v in instance.centroid)
-        items.append(item)
-    frame.instances = items
-    return frame
+    """Prediction instances + the panoptic image (``panoptic_to_image``) -> casnet_msgs/PanopticFrame
+    (``casnet_core.messages.panoptic_frame_message``)."""
+    return messages.panoptic_frame_message(message_class, panoptic_image, instances, mode, header)
 
 
 def instances_to_detections(instances: Sequence, header):
-    """Prediction instances -> vision_msgs/Detection2DArray.
-
-    Detection2D.id is the instance's panoptic id (its value in ~/panoptic), the hypothesis
-    class_id the Cityscapes label id as a string (a key of ~/label_info), bbox the axis-aligned
-    box as centre + size in pixels. The hypothesis pose is left empty (an image-space detection
-    has no 3D pose).
-    """
-    # One empty pose shared by all hypotheses: building a PoseWithCovariance (36 covariance values)
-    # per detection would dominate the cost of this message.
-    no_pose = PoseWithCovariance()
-    detections = []
-    for instance in instances:
-        x0, y0, x1, y1 = (float(v) for v in instance.box)
-        detection = Detection2D(header=header, id=str(int(instance.id)))
-        detection.results = [ObjectHypothesisWithPose(
-            hypothesis=ObjectHypothesis(class_id=str(int(instance.label_id)), score=float(instance.score)),
-            pose=no_pose)]
-        detection.bbox.center.position.x = 0.5 * (x0 + x1)
-        detection.bbox.center.position.y = 0.5 * (y0 + y1)
-        detection.bbox.size_x = x1 - x0
-        detection.bbox.size_y = y1 - y0
-        detections.append(detection)
-    return Detection2DArray(header=header, detections=detections)
+    """Prediction instances -> vision_msgs/Detection2DArray (``casnet_core.messages.detections_message``: id =
+    panoptic id, hypothesis class_id = label id as a string, bbox = centre + size in pixels, empty pose)."""
+    return messages.detections_message(message_class, instances, header)
 
 
 def label_info(class_space, threshold: float, header):

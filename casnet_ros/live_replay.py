@@ -27,6 +27,7 @@ its output is in ``DIR/casnet_node.log``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import struct
@@ -35,16 +36,36 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+import rclpy
+from builtin_interfaces.msg import Time
+from casnet_msgs.msg import PanopticFrame
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from casnet_core import bags
-from casnet_core.replay import (OUTPUT_TOPICS, STOP_SIGNALS, FrameResult, ReplayRecorder, child_process_options,
-                                prediction_from_outputs, prepare_output)
-from casnet_ros import transport
+from casnet_core.checkpoint import CheckpointError
+from casnet_core.errors import one_line
+from casnet_core.export import model_mode
+from casnet_core.predictor import thresholds_from_args
+from casnet_core.replay import (OUTPUT_NAMESPACE, OUTPUT_TYPES, STOP_SIGNALS, FrameResult, ReplayRecorder, add_arguments,
+                                child_process_options, camera_topics, checkpoint_from_args, format_summary, output_topics,
+                                prediction_from_outputs, prepare_output, replay_inputs, single_image_topic)
+from casnet_ros import conversions, transport
 
 LABEL_INFO_TOPIC = "/casnet/label_info"
+COMPRESSED_SUFFIX = "/compressed"
+
+
+def label_info_topic(camera: str = "") -> str:
+    """The node's latched ~/label_info for ``camera`` ("" for the single camera)."""
+    return f"/{camera}{OUTPUT_NAMESPACE}/label_info" if camera else LABEL_INFO_TOPIC
 
 
 def ros_environment(domain_id: int) -> dict[str, str]:
@@ -99,14 +120,24 @@ class Interrupted(KeyboardInterrupt):
 
 
 def node_arguments(checkpoint: str | os.PathLike, *, image_topic: str, compressed: bool, device: str = "auto",
-                   thresholds: Mapping[str, float | int] | None = None) -> list[str]:
-    """The ``--ros-args`` of a casnet_node that processes ``image_topic`` with reliable input."""
+                   thresholds: Mapping[str, float | int] | None = None,
+                   cameras: Mapping[str, str] | None = None) -> list[str]:
+    """The ``--ros-args`` of a casnet_node that processes ``image_topic`` with reliable input; with ``cameras``
+    ({name: topic}), of the batched node serving each camera from its topic (``image_topic`` unused; compressed
+    topics end in /compressed, the node subscribes to ``<image_topic>/compressed``)."""
     arguments = ["-p", f"checkpoint:={Path(checkpoint).resolve()}", "-p", f"device:={device}",
                  "-p", "input_reliability:=reliable", "-p", "publish_overlay:=false"]
     for name, value in (thresholds or {}).items():
         # Doubles need a decimal point, or the parameter arrives as an integer and is refused.
         arguments += ["-p", f"{name}:={float(value)!r}" if isinstance(value, float) else f"{name}:={int(value)}"]
-    if compressed:
+    if cameras:
+        arguments += ["-p", f"cameras:=[{', '.join(cameras)}]"]
+        for name, topic in cameras.items():
+            topic = topic[: -len(COMPRESSED_SUFFIX)] if compressed else topic
+            arguments += ["-p", f"{name}.image_topic:={topic}"]
+        if compressed:
+            arguments += ["-p", "subscribe_compressed:=true"]
+    elif compressed:
         arguments += ["-p", "subscribe_compressed:=true", "-r", f"~/image/compressed:={image_topic}"]
     else:
         arguments += ["-r", f"~/image:={image_topic}"]
@@ -124,12 +155,6 @@ def _with_stamp(data: bytes, stamp_ns: int) -> bytes:
 def _restamped_outputs(outputs: Mapping[str, bytes], stamp_ns: int) -> dict[str, bytes]:
     """The node's outputs for a frame sent with another stamp, every header (nested ones too) set back to the
     frame's recorded ``stamp_ns``."""
-    from builtin_interfaces.msg import Time
-    from casnet_msgs.msg import PanopticFrame
-    from rclpy.serialization import deserialize_message, serialize_message
-    from sensor_msgs.msg import Image
-    from vision_msgs.msg import Detection2DArray
-
     stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
     types = {"panoptic": Image, "semantic": Image, "instances": PanopticFrame, "detections": Detection2DArray}
     restamped = {}
@@ -147,18 +172,11 @@ def _restamped_outputs(outputs: Mapping[str, bytes], stamp_ns: int) -> dict[str,
 
 
 class _Client:
-    """An rclpy node in its own context that publishes the camera messages and collects the node's
-    outputs (serialized) per stamp; its executor spins in a background thread."""
+    """An rclpy node in its own context that publishes the camera messages (one publisher per camera of
+    ``image_topics``, {camera: topic}, camera "" the single one) and collects the node's outputs (serialized)
+    per camera and stamp; its executor spins in a background thread."""
 
-    def __init__(self, domain_id: int, image_topic: str, compressed: bool) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from rclpy.signals import SignalHandlerOptions
-        from casnet_msgs.msg import PanopticFrame
-        from sensor_msgs.msg import CompressedImage, Image
-        from vision_msgs.msg import Detection2DArray, LabelInfo
-
+    def __init__(self, domain_id: int, image_topics: Mapping[str, str], compressed: bool) -> None:
         self.context = rclpy.Context()
         # No rclpy signal handlers: Ctrl-C raises KeyboardInterrupt in the main thread, which stops the node.
         rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
@@ -167,60 +185,67 @@ class _Client:
         self.executor.add_node(self.node)
         self._lock = threading.Lock()
         self.arrived = threading.Event()  # set when a frame's outputs are complete
-        self._outputs: dict[int, dict[str, tuple[float, bytes]]] = {}
-        self.complete: dict[int, dict[str, tuple[float, bytes]]] = {}
-        self.label_info_seen = False
+        # (camera, stamp) -> output name -> (arrival, CDR)
+        self._outputs: dict[tuple[str, int], dict[str, tuple[float, bytes]]] = {}
+        self.complete: dict[tuple[str, int], dict[str, tuple[float, bytes]]] = {}
+        self.label_info_seen: set[str] = set()
+        self.cameras = list(image_topics)
 
         types = {"panoptic": Image, "semantic": Image, "instances": PanopticFrame, "detections": Detection2DArray}
-        self._subscriptions = [self.node.create_subscription(types[name], topic, self._keeper(name), 10, raw=True)
-                               for name, (topic, _) in OUTPUT_TOPICS.items()]
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(LabelInfo, LABEL_INFO_TOPIC, self._on_label_info, latched)
-        self.publisher = self.node.create_publisher(CompressedImage if compressed else Image, image_topic,
-                                                    QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self._subscriptions = []
+        self.publishers: dict[str, Any] = {}
+        for camera, image_topic in image_topics.items():
+            self._subscriptions += [
+                self.node.create_subscription(types[name], topic, self._keeper(camera, name), 10, raw=True)
+                for name, (topic, _) in output_topics(camera).items()]
+            self.node.create_subscription(LabelInfo, label_info_topic(camera), self._label_info_keeper(camera),
+                                          latched)
+            self.publishers[camera] = self.node.create_publisher(
+                CompressedImage if compressed else Image, image_topic,
+                QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
         self._thread = threading.Thread(target=self._spin, name="casnet-replay-executor", daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
         try:
             self.executor.spin()
         except ExternalShutdownException:
             pass
 
-    def _on_label_info(self, msg: Any) -> None:
-        self.label_info_seen = True
+    def _label_info_keeper(self, camera: str) -> Callable[[Any], None]:
+        def seen(msg: Any) -> None:
+            self.label_info_seen.add(camera)
+        return seen
 
-    def _keeper(self, name: str) -> Callable[[bytes], None]:
+    def _keeper(self, camera: str, name: str) -> Callable[[bytes], None]:
         def keep(data: bytes) -> None:
             arrival = time.monotonic()
-            stamp = bags.cdr_header_stamp_ns(data)
+            key = (camera, bags.cdr_header_stamp_ns(data))
             with self._lock:
-                outputs = self._outputs.setdefault(stamp, {})
+                outputs = self._outputs.setdefault(key, {})
                 outputs[name] = (arrival, data)
-                if len(outputs) == len(OUTPUT_TOPICS):
-                    self.complete[stamp] = self._outputs.pop(stamp)
+                if len(outputs) == len(OUTPUT_TYPES):
+                    self.complete[key] = self._outputs.pop(key)
                     self.arrived.set()
         return keep
 
     def ready(self) -> bool:
-        """The node is configured, subscribed to the camera topic, and its outputs are discovered."""
-        return (self.label_info_seen and self.publisher.get_subscription_count() > 0
+        """The node is configured, subscribed to every camera topic, and its outputs are discovered."""
+        return (len(self.label_info_seen) == len(self.cameras)
+                and all(publisher.get_subscription_count() > 0 for publisher in self.publishers.values())
                 and all(subscription.get_publisher_count() > 0 if hasattr(subscription, "get_publisher_count")
                         else self.node.count_publishers(subscription.topic_name) > 0
                         for subscription in self._subscriptions))
 
-    def take_complete(self) -> dict[int, dict[str, tuple[float, bytes]]]:
+    def take_complete(self) -> dict[tuple[str, int], dict[str, tuple[float, bytes]]]:
         with self._lock:
             complete, self.complete = self.complete, {}
             self.arrived.clear()
             return complete
 
     def close(self) -> None:
-        import rclpy
-
         self.executor.shutdown()
         self._thread.join(timeout=10.0)
         self.node.destroy_node()
@@ -229,12 +254,6 @@ class _Client:
 
 def _prediction(outputs: Mapping[str, tuple[float, bytes]]) -> tuple[str, Any]:
     """(mode, Prediction) of the node's outputs for one frame."""
-    from casnet_msgs.msg import PanopticFrame
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import Image
-
-    from casnet_ros import conversions
-
     frame = deserialize_message(outputs["instances"][1], PanopticFrame)
     semantic = deserialize_message(outputs["semantic"][1], Image)
     return frame.mode, prediction_from_outputs(conversions.image_to_panoptic(frame.panoptic),
@@ -242,11 +261,13 @@ def _prediction(outputs: Mapping[str, tuple[float, bytes]]) -> tuple[str, Any]:
 
 
 class _Pending:
-    """Frames sent and not answered yet, in sending order; resolves them as the node's answers arrive. Each frame
-    is sent with a stamp no frame sent before had (``send_stamp``), so an answer names exactly one frame."""
+    """Frames of one camera sent and not answered yet, in sending order; resolves them as the node's answers
+    arrive. Each frame is sent with a stamp no frame of the camera sent before had (``send_stamp``), so an answer
+    names exactly one frame."""
 
-    def __init__(self, recorder: ReplayRecorder) -> None:
+    def __init__(self, recorder: ReplayRecorder, camera: str = "") -> None:
         self.recorder = recorder
+        self.camera = camera
         self.frames: OrderedDict[int, tuple[bags.BagFrame, float]] = OrderedDict()  # index -> (frame, send time)
         self.index_of_stamp: dict[int, int] = {}  # stamp sent -> frame index, while pending
         self.stamp_sent: dict[int, int] = {}  # frame index -> stamp sent, while pending
@@ -268,8 +289,8 @@ class _Pending:
         self.last_sent = sent
 
     def resolve(self, complete: Mapping[int, Mapping[str, tuple[float, bytes]]]) -> None:
-        """Records each answered frame; frames sent before it and still unanswered were dropped (the node
-        answers in order)."""
+        """Records each answered frame (``complete``: stamp -> outputs, this camera's); frames sent before it and
+        still unanswered were dropped (the node answers each camera in order)."""
         answered = []
         for stamp, outputs in complete.items():
             index = self.index_of_stamp.get(stamp)
@@ -288,13 +309,13 @@ class _Pending:
             if sent_stamp != frame.stamp_ns:
                 serialized = _restamped_outputs(serialized, frame.stamp_ns)
             self.recorder.add(FrameResult(frame, "processed", prediction=prediction, latency_s=latency,
-                                          serialized=serialized))
+                                          serialized=serialized, camera=self.camera))
             self.last_answer = time.monotonic()
 
     def drop_oldest(self) -> None:
         index, (frame, _) = self.frames.popitem(last=False)
         del self.index_of_stamp[self.stamp_sent.pop(index)]
-        self.recorder.add(FrameResult(frame, "dropped"))
+        self.recorder.add(FrameResult(frame, "dropped", camera=self.camera))
 
 
 def replay_live(
@@ -304,6 +325,7 @@ def replay_live(
     checkpoint: str | os.PathLike,
     image_topic: str | None = None,
     gt_topic: str | None = None,
+    cameras: Mapping[str, str] | None = None,
     rate: float = 1.0,
     max_rate: bool = False,
     max_frames: int | None = None,
@@ -318,37 +340,44 @@ def replay_live(
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Plays ``bag`` to a casnet_node process over DDS and records its answers in ``out_dir`` (see
-    ``casnet_core.replay``; ``overwrite``: replace an earlier replay there); returns the metrics. Raises
+    ``casnet_core.replay``; ``cameras``: {name: topic} of several camera topics, played to one batched node
+    serving those cameras, ``max_frames`` then per camera; ``overwrite``: replace an earlier replay there);
+    returns the metrics. Raises
     bags.BagError, CheckpointError or ValueError (before the node starts), LiveReplayError, and Interrupted once
     ``stop`` is set (the bag then closed with the frames answered so far)."""
-    from casnet_core.export import model_mode
-
     if not rate > 0:
         raise ValueError(f"rate must be positive, got {rate}")
     stop = stop or threading.Event()
-    topics = bags.find_topics(bag, image_topic, gt_topic)
+    inputs = replay_inputs(bag, image_topic=image_topic, gt_topic=gt_topic, cameras=cameras, max_frames=max_frames)
+    image_types = set(inputs.image_types.values())
+    compressed = bags.COMPRESSED_IMAGE_TYPE in image_types
+    if inputs.cameras and len(image_types) > 1:
+        raise ValueError(f"--image-topic: the cameras mix {' and '.join(sorted(image_types))}; the batched node "
+                         "takes one kind for all")
+    if inputs.cameras and compressed and not all(t.endswith(COMPRESSED_SUFFIX) for t in inputs.cameras.values()):
+        raise ValueError("--image-topic: with several cameras a CompressedImage topic must end in /compressed "
+                         "(the batched node reads <image_topic>/compressed)")
     mode = model_mode(checkpoint)  # checks the file (checkpoint or ONNX export) before a node is started for it
     domain_id = 1 + os.getpid() % 100 if domain_id is None else domain_id
     out_dir = prepare_output(out_dir, [("--bag", bag), ("--checkpoint", checkpoint)], overwrite=overwrite)
     os.environ.update(ros_environment(domain_id))  # this process's rclpy context reads them too
     transport.use_large_image_profile()  # before this process's first DDS participant
-    compressed = topics.image_type == bags.COMPRESSED_IMAGE_TYPE
-    node = NodeProcess(node_arguments(checkpoint, image_topic=topics.image_topic, compressed=compressed, device=device,
-                                      thresholds=thresholds),
+    node = NodeProcess(node_arguments(checkpoint, image_topic=inputs.image_topic or "", compressed=compressed,
+                                      device=device, thresholds=thresholds, cameras=inputs.cameras),
                        domain_id=domain_id, log_path=out_dir / "casnet_node.log")
     client = None
     try:
-        client = _Client(domain_id, topics.image_topic, compressed)
+        client = _Client(domain_id, inputs.cameras or {"": inputs.image_topic}, compressed)
         _wait(lambda: client.ready(), node, startup_timeout, "casnet_node to come up", stop=stop)
-        total = topics.frames if max_frames is None else min(topics.frames, max_frames)
-        recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=mode, total_frames=total,
-                                  gt_topic=topics.gt_topic, progress=progress)
-        info = {"replay": "live", "bag": str(bag), "image_topic": topics.image_topic, "gt_topic": topics.gt_topic,
+        recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=mode,
+                                  total_frames=inputs.total_frames, gt_topic=inputs.gt_topic, progress=progress,
+                                  cameras=inputs.cameras)
+        info = {"replay": "live", "bag": str(bag), **inputs.info(),
                 "checkpoint": str(checkpoint), "device": device, "domain_id": domain_id,
                 "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate"}
         start = time.monotonic()
         try:
-            _play(client, node, recorder, bags.read_frames(bag, topics.image_topic, topics.gt_topic), max_frames,
+            _play(client, node, recorder, inputs.frames(bag, max_frames),
                   rate=rate, max_rate=max_rate, frame_timeout=frame_timeout, stop=stop)
         except BaseException:
             recorder.abort()
@@ -379,15 +408,24 @@ def _wait(done: Callable[[], bool], node: NodeProcess, timeout: float, what: str
         time.sleep(0.02)
 
 
-def _play(client: _Client, node: NodeProcess, recorder: ReplayRecorder, frames: Any, max_frames: int | None, *,
-          rate: float, max_rate: bool, frame_timeout: float, stop: threading.Event) -> None:
-    pending = _Pending(recorder)
+def _play(client: _Client, node: NodeProcess, recorder: ReplayRecorder, frames: Iterator[tuple[str, bags.BagFrame]],
+          *, rate: float, max_rate: bool, frame_timeout: float, stop: threading.Event) -> None:
+    """Plays ``frames`` ((camera, frame) in recorded order) and records the answers; each camera's frames pend on
+    their own (the node keeps a newest-frame mailbox per camera and answers each camera in order)."""
+    pendings = {camera: _Pending(recorder, camera) for camera in client.cameras}
+
+    def resolve() -> None:
+        by_camera: dict[str, dict[int, Mapping[str, tuple[float, bytes]]]] = {}
+        for (camera, stamp), outputs in client.take_complete().items():
+            by_camera.setdefault(camera, {})[stamp] = outputs
+        for camera, complete in by_camera.items():
+            pendings[camera].resolve(complete)
 
     def wait_until(deadline: float, done: Callable[[], bool] = lambda: False) -> None:
         """Records answers as they come until ``deadline`` (monotonic) or ``done()``; Interrupted once ``stop``
         is set, after recording the answers received by then."""
         while True:
-            pending.resolve(client.take_complete())
+            resolve()
             if stop.is_set():
                 raise Interrupted
             if done() or time.monotonic() >= deadline:
@@ -398,9 +436,10 @@ def _play(client: _Client, node: NodeProcess, recorder: ReplayRecorder, frames: 
             client.arrived.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     first_time_ns = start = None
-    for frame in islice(frames, max_frames):
+    for camera, frame in frames:
+        pending = pendings[camera]
         if frame.image_rgb is None:  # not decodable here: the node would reject it too
-            recorder.add(FrameResult(frame, "failed", error=frame.error))
+            recorder.add(FrameResult(frame, "failed", error=frame.error, camera=camera))
             continue
         if max_rate:
             wait_until(time.monotonic() + frame_timeout, done=lambda: not pending.frames)
@@ -412,16 +451,19 @@ def _play(client: _Client, node: NodeProcess, recorder: ReplayRecorder, frames: 
             wait_until(start + (frame.time_ns - first_time_ns) * 1e-9 / rate)
         stamp = pending.send_stamp(frame)
         sent = time.monotonic()
-        client.publisher.publish(frame.rawdata if stamp == frame.stamp_ns else _with_stamp(frame.rawdata, stamp))
+        client.publishers[camera].publish(frame.rawdata if stamp == frame.stamp_ns
+                                          else _with_stamp(frame.rawdata, stamp))
         pending.add(frame, sent, stamp)
-    # The last frame sent is never replaced by a newer one: wait for its answer, or frame_timeout of silence.
-    while pending.frames:
-        deadline = max(pending.last_answer, pending.last_sent) + frame_timeout
-        if time.monotonic() >= deadline:
-            while pending.frames:
-                pending.drop_oldest()
-            break
-        wait_until(deadline, done=lambda: not pending.frames)
+    # The last frame sent to a camera is never replaced by a newer one: wait for its answer, or frame_timeout of
+    # silence.
+    for pending in pendings.values():
+        while pending.frames:
+            deadline = max(pending.last_answer, pending.last_sent) + frame_timeout
+            if time.monotonic() >= deadline:
+                while pending.frames:
+                    pending.drop_oldest()
+                break
+            wait_until(deadline, done=lambda: not pending.frames)
 
 
 class _StopOnSignals:
@@ -451,13 +493,6 @@ class _StopOnSignals:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m casnet_ros.live_replay`` takes the options of ``casnet replay`` (which starts it for --live)."""
-    import argparse
-
-    from casnet_core.checkpoint import CheckpointError
-    from casnet_core.errors import one_line
-    from casnet_core.predictor import thresholds_from_args
-    from casnet_core.replay import add_arguments, checkpoint_from_args, format_summary
-
     parser = argparse.ArgumentParser(prog="casnet replay --live", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
@@ -466,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with signals:
             metrics = replay_live(args.bag, args.out, checkpoint=checkpoint_from_args(args),
-                                  image_topic=args.image_topic, gt_topic=args.gt_topic, rate=args.rate or 1.0,
+                                  image_topic=single_image_topic(args.image_topic),
+                                  cameras=camera_topics(args.image_topic), gt_topic=args.gt_topic, rate=args.rate or 1.0,
                                   max_rate=args.max_rate, max_frames=args.frames, storage=args.storage,
                                   device=args.device, thresholds=thresholds_from_args(args), domain_id=args.domain_id,
                                   overwrite=args.overwrite, stop=signals.stop)

@@ -171,3 +171,29 @@ def test_box_pos_weight_scales_only_the_central_pixels():
     log2 = torch.log(torch.tensor(2.0))
     torch.testing.assert_close(plain, log2)
     torch.testing.assert_close(weighted, log2 * (31 + 5) / 32)
+
+
+def test_checkpoint_edges_found_by_mutation_testing(tmp_path):
+    # docs/mutation.md: each check below failed to notice a mutant of casnet_core/checkpoint.py.
+    model = build_casnet("hrnet_w18_small", fusion_channels=32, head_channels=16)
+    nested = save_checkpoint(tmp_path / "a" / "b" / "m.pt", model)  # missing folders are created
+    assert nested.is_file()
+    (tmp_path / "truncated.pt").write_bytes(nested.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"\(UnpicklingError|\(RuntimeError|\(EOFError|\(.*Error\); checkpoints are "
+                                              r"written by `casnet train`, ONNX files \(\.onnx\) by `casnet export`"):
+        load_model(tmp_path / "truncated.pt")
+    payload = torch.load(nested, weights_only=True)
+
+    def variant(name, change):
+        edited = {**payload, "config": dict(payload["config"]), "model": dict(payload["model"])}
+        change(edited)
+        torch.save(edited, tmp_path / name)
+        return tmp_path / name
+
+    with pytest.raises(CheckpointError, match=r"cannot build the model it describes \(\{'backbone': 'no_such_net'"):
+        load_model(variant("unknown.pt", lambda p: p["config"].update(backbone="no_such_net")))
+    with pytest.raises(CheckpointError, match=r"class list \['a', 'b'\] does not match mode 'panoptic'"):
+        load_model(variant("classes.pt", lambda p: p.update(class_names=["a", "b"])))
+    # A weight the model does not have: refused (strict loading), not ignored.
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(variant("extra.pt", lambda p: p["model"].update(extra_weight=torch.zeros(1))))

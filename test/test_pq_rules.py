@@ -64,3 +64,15 @@ def test_mismatched_inputs_are_named():
         panoptic_quality([np.zeros((1, 2), np.int32)], [np.zeros((2, 2), np.int32)])
     with pytest.raises(ValueError, match="1 predictions for 2 ground-truth images"):
         panoptic_quality([np.zeros((2, 2), np.int32)], [np.zeros((2, 2), np.int32)] * 2)
+
+
+def test_one_pixel_and_partly_void_partly_crowd_predictions():
+    # No void in the ground truth; a 1-pixel car on the road is a false positive.
+    gt_x = np.array([[26000] * 4 + [ROAD] * 4])
+    pred_x = np.array([[26001] * 4 + [ROAD] * 3 + [26002]])
+    # A car prediction 2 pixels on void and 2 on a car crowd region of its 5: more than half ignored, not a
+    # false positive; a 1-pixel car on the road beside a crowd region is one.
+    gt_y = np.array([[0, 0, CAR, CAR, ROAD, ROAD, ROAD, ROAD]])
+    pred_y = np.array([[26003] * 5 + [ROAD, ROAD, 26004]])
+    car = panoptic_quality([pred_x, pred_y], [gt_x, gt_y])["per_class"]["car"]
+    assert (car["tp"], car["fp"], car["fn"]) == (1, 2, 0)

@@ -12,7 +12,7 @@ with their recorded headers):
 * with ``max_rate``: each frame as soon as the node has answered the previous one.
 
 The node's ``/casnet/{panoptic,semantic,instances,detections}`` are received serialized, matched to
-the frames by header stamp, and recorded by ``casnet_core.replay.ReplayRecorder`` as published. Each frame is
+the frames by header stamp, and recorded by ``casnet_core.replay_recorder.ReplayRecorder`` as published. Each frame is
 sent with a stamp no other frame in flight has (a frame whose recorded stamp is taken is sent 1 ns later, and
 its outputs are recorded with its recorded stamp), so answers find their frame even when frames share a stamp.
 A frame whose outputs never arrive, because the node answered a later frame first or did not answer within
@@ -54,9 +54,11 @@ from casnet_core.checkpoint import CheckpointError
 from casnet_core.errors import one_line
 from casnet_core.export import model_mode
 from casnet_core.predictor import thresholds_from_args
-from casnet_core.replay import (OUTPUT_NAMESPACE, OUTPUT_TYPES, STOP_SIGNALS, FrameResult, ReplayRecorder, add_arguments,
-                                child_process_options, camera_topics, checkpoint_from_args, format_summary, output_topics,
-                                prediction_from_outputs, prepare_output, replay_inputs, single_image_topic)
+from casnet_core.child_processes import STOP_SIGNALS, child_process_options
+from casnet_core.replay import (add_arguments, camera_topics, checkpoint_from_args, prepare_output, replay_inputs,
+                                single_image_topic)
+from casnet_core.replay_recorder import (OUTPUT_NAMESPACE, OUTPUT_TYPES, FrameResult, ReplayRecorder, format_summary,
+                                         output_topics, prediction_from_outputs)
 from casnet_ros import conversions, transport
 
 LABEL_INFO_TOPIC = "/casnet/label_info"

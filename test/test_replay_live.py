@@ -66,6 +66,34 @@ def test_live_replay_gives_the_instances_of_the_in_process_replay(tmp_path, synt
                 np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
 
 
+def test_the_node_and_the_replay_build_the_same_output_messages():
+    """casnet_core.messages with rclpy's classes (the node) and with rosbags' (the in-process replay): the
+    rosbags messages, serialized and read back by rclpy, equal the node's field for field (only CDR padding
+    bytes may differ)."""
+    from builtin_interfaces.msg import Time
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import Header
+
+    from casnet_core.predictor import Instance, Prediction
+    from casnet_core.replay_recorder import output_messages
+    from casnet_ros import cameras, conversions
+
+    panoptic = np.zeros((5, 7), np.int32)
+    panoptic[1:4, 2:6], panoptic[0, :2] = 26001, 24000
+    instances = [Instance(id=26001, label_id=26, class_name="car", score=0.75, box=(2.0, 1.0, 6.0, 4.0), area=12,
+                          centroid=(3.5, 2.0)),
+                 Instance(id=24000, label_id=24, class_name="person", score=0.5, box=(0.0, 0.0, 2.0, 1.0), area=2,
+                          centroid=(0.5, 0.0))]
+    prediction = Prediction(panoptic=panoptic, semantic=np.full((5, 7), 7, np.uint8), instances=instances)
+    node = cameras.build_outputs(prediction, Header(stamp=Time(sec=5, nanosec=7), frame_id="cam"),
+                                 list(OUTPUT_TOPICS), "panoptic")
+    recorded = output_messages(prediction, "panoptic", bags.header_message(5 * 10**9 + 7, "cam"))
+    assert len(node["detections"].detections) == 2
+    for name, (_, msgtype) in OUTPUT_TOPICS.items():
+        data = bytes(bags.typestore().serialize_cdr(recorded[name], msgtype))
+        assert deserialize_message(data, conversions.message_class(msgtype)) == node[name], name
+
+
 def test_live_replay_of_a_compressed_mcap_bag_at_the_recorded_rate(tmp_path, synth_root, tiny_checkpoint, capfd):
     """Through the command line, at the recorded rate: every frame is processed or dropped, the last one
     (never replaced by a newer frame) is answered, and the outputs keep the input's storage and stamps."""

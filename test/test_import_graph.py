@@ -27,14 +27,23 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in sorted(PACKAGE_DIR.rglob("*.py"))}
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _imports(name: str, path: Path, known: set[str]) -> tuple[set[str], set[str]]:
     """(modules of casnet_core that ``name`` imports anywhere in its file, top-level names of every import).
 
-    Imports inside functions count: they still close a cycle, only later.
+    Imports inside functions count: they still close a cycle, only later. Imports under ``if TYPE_CHECKING:``
+    never run, so they close no cycle (annotations only), but they still count for the ROS check.
     """
     is_package = path.name == "__init__.py"
     internal, top_levels = set(), set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    type_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+                 for statement in node.body for inner in ast.walk(statement)}
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -49,7 +58,7 @@ def _imports(name: str, path: Path, known: set[str]) -> tuple[set[str], set[str]
             continue
         for target in targets:
             top_levels.add(target.split(".")[0])
-            if target in known and target != name:
+            if target in known and target != name and id(node) not in type_only:
                 internal.add(target)
     return internal, top_levels
 
@@ -105,3 +114,15 @@ def test_casnet_core_never_imports_ros():
     offending = {module: sorted(t for t in names if _is_ros_package(t)) for module, names in top_levels.items()}
     offending = {module: names for module, names in offending.items() if names}
     assert not offending, f"casnet_core imports ROS packages: {offending}"
+
+
+def test_only_annotation_imports_are_left_out_of_the_cycle_graph(tmp_path):
+    # training.checkpointing names loop.TrainingRun in annotations while loop imports checkpointing: no cycle at
+    # run time. A real import of the same module, at the top or inside a function, still counts.
+    source = tmp_path / "mod.py"
+    known = {"pkg.a", "pkg.b", "pkg.c", "pkg.mod"}
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n    import rclpy\n"
+                      "from pkg import b\ndef f():\n    from pkg import c\n")
+    internal, top_levels = _imports("pkg.mod", source, known)
+    assert internal == {"pkg.b", "pkg.c"}
+    assert "rclpy" in top_levels  # a type-only import of ROS is still an import of ROS for the library

@@ -27,15 +27,22 @@ from casnet_core.synth import generate_scene
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROAD = 7
-# What a checkout may hold besides the source (set-up, build and run outputs): not copied to build from.
-_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache",
-                                     ".hypothesis", "runs", "demo_out", "mutants", ".whl")
 
 
-def _build_wheel(source: Path, out: Path) -> Path:
-    """``pip wheel`` of the project at ``source`` (a copy: the build leaves build/ and *.egg-info beside it)."""
-    copy = out / "source"
-    shutil.copytree(source, copy, ignore=_NOT_SOURCE)
+def _copy_source(source: Path, copy: Path) -> None:
+    """The files git knows in ``source`` (tracked, or new and not ignored), copied to ``copy``. Only those: a
+    checkout also holds venvs (several GB each), build trees and run outputs that a wheel never sees."""
+    listed = subprocess.run(["git", "-C", str(source), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (source / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, copy / name)
+
+
+def _build_wheel(copy: Path, out: Path) -> Path:
+    """``pip wheel`` of the project copied to ``copy`` (:func:`_copy_source`: the build leaves build/ and
+    *.egg-info beside the sources), into ``out``/dist."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
                     "--no-build-isolation", "--wheel-dir", str(out / "dist"), str(copy)], check=True,
                    capture_output=True, text=True)
@@ -84,7 +91,8 @@ def _predict_from_wheel(wheel: Path, tmp_path: Path) -> tuple[subprocess.Complet
 def test_the_installed_wheel_predicts_with_its_packaged_default_model(tmp_path):
     from casnet_core.formats import read_panoptic_png
 
-    wheel = _build_wheel(REPO_ROOT, tmp_path)
+    _copy_source(REPO_ROOT, tmp_path / "source")
+    wheel = _build_wheel(tmp_path / "source", tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert "casnet_core/models/casnet_default.pt" in names
     assert not [n for n in names if n.startswith("test/")], "the tests are not part of the wheel"
@@ -99,12 +107,12 @@ def test_the_installed_wheel_predicts_with_its_packaged_default_model(tmp_path):
 def test_a_wheel_without_the_model_fails_this_check(tmp_path):
     # Negative control: setup.py without package_data builds a wheel without the model; its `casnet predict`
     # fails with one line (and so would the test above).
-    source = tmp_path / "mutated"
-    shutil.copytree(REPO_ROOT, source, ignore=_NOT_SOURCE)
-    setup = (source / "setup.py").read_text()
+    setup = (REPO_ROOT / "setup.py").read_text()
     assert setup.count('package_data={"casnet_core": ["models/*.pt"]},') == 1
+    source = tmp_path / "source"
+    _copy_source(REPO_ROOT, source)
     (source / "setup.py").write_text(setup.replace('package_data={"casnet_core": ["models/*.pt"]},', ""))
-    wheel = _build_wheel(source, tmp_path / "build")
+    wheel = _build_wheel(source, tmp_path)
     assert "casnet_core/models/casnet_default.pt" not in zipfile.ZipFile(wheel).namelist()
     process, _, _ = _predict_from_wheel(wheel, tmp_path)
     assert process.returncode != 0

@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="default", help="'default' (the shipped model) or a checkpoint")
     parser.add_argument("--device", default="cuda", help="the node's device: auto, cpu, cuda, cuda:N")
     parser.add_argument("--size", default="1024x2048", help="HxW of the camera images")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                        help="the node's precision parameter")
+    parser.add_argument("--cuda-graph", action="store_true", help="the node's cuda_graph parameter")
     parser.add_argument("--rate", type=float, default=30.0, help="fixed input rate of the latency run, Hz")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the latency run")
     parser.add_argument("--probe-rates", type=float, nargs="+", default=[30.0, 45.0, 60.0, 90.0, 120.0],
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     images = [generate_scene(seed, height=height, width=width)[0] for seed in range(3)]
     domain_id = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     with tempfile.TemporaryDirectory(prefix="bench_node_rate_") as tmp:
-        node = NodeUnderTest(checkpoint, args.device, "best_effort", domain_id, Path(tmp))
+        node = NodeUnderTest(checkpoint, args.device, "best_effort", domain_id, Path(tmp),
+                             ("-p", f"precision:={args.precision}", "-p", f"cuda_graph:={str(args.cuda_graph).lower()}"))
         try:
             node.wait_until_up()
             settle = 2.0
@@ -147,10 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             node.close()
     result = {"checkpoint": str(checkpoint), "device": args.device, "size": [height, width],
+              "precision": args.precision, "cuda_graph": args.cuda_graph,
               "node_log_configured": configured[-1] if configured else "",
               "load_average": list(os.getloadavg()), "fixed_rate": fixed, "throughput": throughput}
     latency = fixed["latency_ms"]
-    print(f"casnet_node, {height}x{width}, device {args.device}, machine load {os.getloadavg()[0]:.1f}")
+    print(f"casnet_node, {height}x{width}, device {args.device}, precision {args.precision}, cuda_graph "
+          f"{args.cuda_graph}, machine load {os.getloadavg()[0]:.1f}")
     print(f"  at {args.rate:g} Hz for {args.seconds:g} s: sent {fixed['sent']}, answered {fixed['answered']}, "
           f"dropped {100 * fixed['drop_fraction']:.1f} %")
     if latency["p50"] is not None:

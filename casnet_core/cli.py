@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import NoReturn
 
 from casnet_core.errors import one_line
@@ -19,7 +20,7 @@ from casnet_core.errors import one_line
 SUBCOMMAND_MODULES = (
     "casnet_core.synth",
     "casnet_core.train",
-    "casnet_core.predictor",
+    "casnet_core.predict_command",
     "casnet_core.evaluation",
     "casnet_core.replay",
     "casnet_core.export",
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     prefix = f"casnet {args.command}: error:"
+    # A warning is one line too (Python's default adds the source line that raised it).
+    default_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_, **__: f"casnet {args.command}: warning: {message}\n"
     try:
         _check_device(args)
         return int(args.func(args) or 0)
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:  # bad input the command did not report itself
         print(f"{prefix} {one_line(error)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = default_format
 
 
 if __name__ == "__main__":

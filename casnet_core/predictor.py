@@ -1,33 +1,18 @@
-"""The one inference facade of CASNet (CLI, ROS node, evaluation): image in, panoptic map and instances out.
-
-``casnet predict [--checkpoint CKPT] --out DIR IMAGE...`` (the packaged default model without --checkpoint) writes per image,
-NAME being the image's file stem:
-
-* ``NAME_panoptic.png``: the panoptic map (Cityscapes ids: thing label_id*1000+k, stuff label_id, void 0)
-  as an 8-bit RGB PNG with id = R + 256 G + 256^2 B, the COCO / Cityscapes panoptic encoding that
-  cityscapesScripts reads and writes (a 16-bit PNG would overflow for label id 33 from k = 32536 on).
-* ``NAME_overlay.png``: the colour overlay of ``casnet_core.visualize.colorize`` on the image.
-* ``NAME_instances.json``: image size, mode, timings and the instances (id, label_id, class_name, score,
-  box (x0, y0, x1, y1) with exclusive x1/y1, area, centroid (x, y)), in input-image pixels.
-"""
+"""The one inference facade of CASNet (CLI, ROS node, evaluation, replay): image in, panoptic map and instances
+out. ``casnet predict`` (``casnet_core.predict_command``) runs it on image files."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from casnet_core.formats import PANOPTIC_PNG_ENCODING, encode_panoptic_rgb
 from casnet_core.postprocess import DEFAULT_THRESHOLDS, common_attribute_support
 
 
@@ -64,6 +49,11 @@ class Prediction:
 #: ratio kept), Cityscapes' 1024x2048 runs at full resolution.
 DEFAULT_MAX_INPUT_SIZE = 2048
 BACKENDS = ("torch", "onnxruntime")
+#: dtype of the torch backend's weights and activations. Half precision casts the weights (and, on CUDA, uses the
+#: channels_last layout) rather than autocasting: at batch 1 autocast's per-op casts cost more than they save.
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Input shapes whose CUDA graph is kept at most (each holds its own memory pool); the oldest is dropped first.
+MAX_CUDA_GRAPHS = 4
 LOG = logging.getLogger(__name__)
 
 
@@ -97,11 +87,18 @@ class Predictor:
     """Runs a CASNet model and its post-processing on single RGB images of any size.
 
     Args:
-        model: a ``CASNet`` (``casnet_core.model.build_casnet``); moved to ``device``, put in eval mode. With
+        model: a ``CASNet`` (``casnet_core.model.build_casnet``); moved to ``device``, cast to ``precision`` and
+            put in eval mode, in place (as ``nn.Module.to`` does). With
             ``backend="onnxruntime"`` also an ONNX file of ``casnet export`` (path or bytes); a ``CASNet`` is
             then exported in memory (``casnet_core.export.export_onnx``).
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
-        fp16: float16 autocast for the forward pass; torch backend on CUDA only (else ignored with a warning).
+        precision: "fp32", "fp16" or "bf16" (``PRECISIONS``): the dtype the torch backend casts the model's
+            weights to and runs the forward pass in (channels_last on CUDA); the post-processing always runs
+            in float32. Half precision is the fast path on CUDA; on the CPU it runs, mostly slower. The
+            onnxruntime backend runs fp32 only.
+        cuda_graph: replay the forward pass as a CUDA graph, captured once per input shape (at most
+            ``MAX_CUDA_GRAPHS`` shapes kept): removes the launch cost of the network's ~hundreds of kernels, for
+            cameras of a fixed size. Torch backend on CUDA only (elsewhere ignored with a warning).
         backend: "torch" runs the model with PyTorch; "onnxruntime" runs its ONNX export with onnxruntime
             (``casnet_core.export.OnnxNetwork``: CPU provider, CUDA provider with onnxruntime-gpu); the
             pre- and post-processing are the same torch code on ``device`` for both.
@@ -121,9 +118,10 @@ class Predictor:
         self,
         model: torch.nn.Module,
         device: str | torch.device = "auto",
-        fp16: bool = False,
+        precision: str = "fp32",
         *,
         backend: str = "torch",
+        cuda_graph: bool = False,
         mode: str | None = None,
         input_size: tuple[int, int] | None = None,
         max_input_size: int | None = DEFAULT_MAX_INPUT_SIZE,
@@ -136,7 +134,13 @@ class Predictor:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        if precision != "fp32" and backend != "torch":
+            raise ValueError(f"precision {precision} runs with the torch backend; onnxruntime runs the export in fp32")
         self.backend = backend
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
         if backend == "onnxruntime":
             from casnet_core.export import OnnxNetwork, export_onnx, onnxruntime_default_device
 
@@ -145,14 +149,19 @@ class Predictor:
             self.model = OnnxNetwork(source, device=self.device)
         elif isinstance(model, torch.nn.Module):
             self.device = resolve_device(device)
-            self.model = model.to(self.device).eval()
+            self.model = model.to(self.device, dtype=self.dtype).eval()
+            if self.device.type == "cuda":
+                self.model = self.model.to(memory_format=torch.channels_last)
+                # Camera frames keep their size: cuDNN picks its fastest kernels once per input shape.
+                torch.backends.cudnn.benchmark = True
         else:
             raise ValueError(f"the torch backend needs a CASNet module, got {type(model).__name__} "
                              "(an ONNX file runs with backend='onnxruntime')")
-        if fp16 and (self.device.type != "cuda" or backend != "torch"):
-            warnings.warn("fp16 autocast is used by the torch backend on CUDA only; running in float32",
-                          stacklevel=2)
-        self.fp16 = bool(fp16) and self.device.type == "cuda" and backend == "torch"
+        if cuda_graph and (self.device.type != "cuda" or backend != "torch"):
+            warnings.warn("CUDA graphs run with the torch backend on CUDA only; running without", stacklevel=2)
+        self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda" and backend == "torch"
+        # input shape -> (static input, graph, static outputs), oldest first
+        self._graphs: dict[tuple[int, ...], tuple[torch.Tensor, Any, dict[str, torch.Tensor]]] = {}
         self.class_space = self.model.class_space
         self.mode = mode or self.class_space.mode
         if self.mode not in ("panoptic", "instance"):
@@ -178,14 +187,14 @@ class Predictor:
         self._label_id_lut = torch.from_numpy(self.class_space.label_id_lut().astype(np.int64)).to(self.device)
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str | torch.device = "auto", fp16: bool = False, *,
+    def from_checkpoint(cls, path: str, device: str | torch.device = "auto", precision: str = "fp32", *,
                         backend: str = "auto", **kwargs: Any) -> "Predictor":
         """A predictor for the model a file describes: a checkpoint (``casnet_core.checkpoint.load_model``)
         or an ONNX export (``casnet export``, a file ending in ".onnx").
 
         backend: "auto" ("onnxruntime" for an ONNX file; for a checkpoint "onnxruntime" on the CPU, where its
         forward pass is ~2.4x faster, with the export cached per checkpoint (``casnet_core.onnx_cache``), else
-        "torch"), "torch" (a checkpoint only) or "onnxruntime" (an ONNX file, or a checkpoint exported in
+        "torch"; "torch" for a half ``precision``), "torch" (a checkpoint only) or "onnxruntime" (an ONNX file, or a checkpoint exported in
         memory). ``backend_note`` says why; one log line says which backend runs.
         """
         from casnet_core.checkpoint import load_model
@@ -197,15 +206,17 @@ class Predictor:
                 backend, note = "onnxruntime", "auto: an ONNX file"
             if backend != "onnxruntime":
                 raise ValueError(f"{path} is an ONNX file: it runs with backend 'onnxruntime', not {backend!r}")
-            predictor = cls(path, device, fp16, backend=backend, **kwargs)
+            predictor = cls(path, device, precision, backend=backend, **kwargs)
             info = {"config": predictor.model.config, "mode": predictor.class_space.mode,
                     "class_names": list(predictor.class_space.names)}
         else:
             model, info = load_model(path, map_location="cpu")
             source: Any = model
-            if backend == "auto":
+            if backend == "auto" and precision != "fp32":
+                backend, note = "torch", f"auto: precision {precision} runs with PyTorch"
+            elif backend == "auto":
                 backend, source, note = _auto_backend(path, model, device)
-            predictor = cls(source, device, fp16, backend=backend, **kwargs)
+            predictor = cls(source, device, precision, backend=backend, **kwargs)
         predictor.checkpoint_info = {k: v for k, v in info.items() if k in ("config", "mode", "class_names")}
         predictor.backend_note = note
         LOG.info("%s: backend %s on %s (%s)", path, predictor.backend, predictor.device, note)
@@ -278,8 +289,7 @@ class Predictor:
             timings["preprocess"] = time.perf_counter() - start
 
             start = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-                outputs = self.model(batch)
+            outputs = self._forward(batch)
             self._sync()
             timings["forward"] = time.perf_counter() - start
 
@@ -309,15 +319,45 @@ class Predictor:
         return [Prediction(panoptic=panoptic[i], semantic=semantic_ids[i], instances=instances[i],
                            timings=dict(timings), nonfinite=nonfinite[i]) for i in range(len(images))]
 
+    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's outputs for ``batch``; from the CUDA graph of its shape with ``cuda_graph`` (the outputs
+        are then the graph's own buffers, valid until the next call)."""
+        if not self.cuda_graph:
+            return self.model(batch)
+        key = tuple(batch.shape)
+        if key not in self._graphs:
+            if len(self._graphs) >= MAX_CUDA_GRAPHS:
+                del self._graphs[next(iter(self._graphs))]
+            self._graphs[key] = self._capture(batch)
+        static_input, graph, static_outputs = self._graphs[key]
+        static_input.copy_(batch)
+        graph.replay()
+        return static_outputs
+
+    def _capture(self, batch: torch.Tensor) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
+        """A CUDA graph of the forward pass at ``batch``'s shape (the recipe of torch.cuda.graphs: warm-up on a
+        side stream, cuDNN's autotuning included, then capture)."""
+        static_input = batch.clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.model(static_input)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_outputs = self.model(static_input)
+        return static_input, graph, static_outputs
+
     def _preprocess(self, images_rgb: list[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(B, 3, H', W') float 0..255 on the device: B images of one size, each resized to ``network_input_size``
-        and padded to the size divisor with the model's mean colour (0 after its normalisation, as detectron2
-        pads); and (H', W') before padding."""
+        """(B, 3, H', W') 0..255 in the predictor's dtype (channels_last on CUDA) on the device: B images of one
+        size, each resized to ``network_input_size`` and padded to the size divisor with the model's mean colour
+        (0 after its normalisation, as detectron2 pads); and (H', W') before padding."""
         size = network_input_size(*images_rgb[0].shape[:2], input_size=self.input_size,
                                   max_input_size=self.max_input_size)
         divisor = self.model.size_divisor
         padded_height, padded_width = -(-size[0] // divisor) * divisor, -(-size[1] // divisor) * divisor
-        batch = []
+        resized = []
         for image_rgb in images_rgb:
             # ascontiguousarray: torch.from_numpy refuses negative strides (flipped views).
             pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device, non_blocking=True)
@@ -332,8 +372,11 @@ class Predictor:
                 padded = fill.expand(1, 3, padded_height, padded_width).clone()
                 padded[:, :, :size[0], :size[1]] = image
                 image = padded
-            batch.append(image)
-        return (batch[0] if len(batch) == 1 else torch.cat(batch)), size
+            resized.append(image)
+        batch = (resized[0] if len(resized) == 1 else torch.cat(resized)).to(self.dtype)
+        if self.device.type == "cuda" and self.backend == "torch":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch, size
 
     def _instances(self, result, batch: int) -> list[list[Instance]]:
         """The instances of each of the ``batch`` images, by decreasing score."""
@@ -404,158 +447,3 @@ def _check_semantic(semantic: Any, size: tuple[int, int]) -> None:
         raise ValueError("semantic_label_ids must be an integer numpy array of Cityscapes label ids")
     if semantic.shape != size:
         raise ValueError(f"semantic_label_ids has shape {semantic.shape}, the image is {size}")
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI: casnet predict
-# ----------------------------------------------------------------------------------------------
-
-
-def write_outputs(prediction: Prediction, image_rgb: np.ndarray, out_dir: Path, name: str, *,
-                  image_path: str = "", mode: str = "panoptic") -> list[Path]:
-    """Writes NAME_panoptic.png, NAME_overlay.png and NAME_instances.json (see the module docstring)."""
-    import cv2
-
-    from casnet_core.visualize import colorize
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}_panoptic.png", out_dir / f"{name}_overlay.png", out_dir / f"{name}_instances.json"]
-    pictures = (encode_panoptic_rgb(prediction.panoptic), colorize(prediction, image_rgb))
-    for path, rgb in zip(paths, pictures):
-        if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):  # OpenCV writes BGR
-            raise OSError(f"cannot write {path}")
-    height, width = prediction.panoptic.shape
-    document = {
-        "image": image_path,
-        "height": height,
-        "width": width,
-        "mode": mode,
-        "panoptic_png": {"file": paths[0].name, "encoding": PANOPTIC_PNG_ENCODING},
-        "timings": prediction.timings,
-        "instances": [instance.to_dict() for instance in prediction.instances],
-    }
-    paths[2].write_text(json.dumps(document, indent=1))
-    return paths
-
-
-def _main(args: argparse.Namespace) -> int:
-    import cv2
-
-    from casnet_core.data import read_image
-    from casnet_core.formats import check_outputs_spare_inputs
-
-    names = [Path(p).stem for p in args.images]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise SystemExit(f"casnet predict: several images would write the same outputs: {duplicates}")
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SystemExit(f"casnet predict: --out {out_dir} exists and is not a folder")
-    for path in args.images:  # every image checked (its header) before anything is loaded or written
-        if not Path(path).is_file():
-            raise SystemExit(f"casnet predict: image {path}: no such file")
-        if not cv2.haveImageReader(str(path)):
-            raise SystemExit(f"casnet predict: {path} is not an image file OpenCV reads")
-    try:
-        written = [("--out", out_dir / f"{name}{suffix}") for name in names
-                   for suffix in ("_panoptic.png", "_overlay.png", "_instances.json")]
-        check_outputs_spare_inputs(written, [("IMAGE", p) for p in args.images] + [("--checkpoint", args.checkpoint)],
-                                   command="predict")
-        if args.checkpoint is None:
-            from casnet_core import default_model_path
-
-            args.checkpoint = str(default_model_path())
-        predictor = Predictor.from_checkpoint(
-            args.checkpoint, device=args.device, fp16=args.fp16, backend=args.backend, mode=args.mode,
-            input_size=tuple(args.input_size) if args.input_size else None,
-            max_input_size=args.max_input_size or None, **thresholds_from_args(args))
-    except ValueError as error:  # CheckpointError included: a one-line message, not a traceback
-        raise SystemExit(f"casnet predict: {error}") from error
-    print(f"backend {predictor.backend} on {predictor.device} ({predictor.backend_note})")
-    for path, name in zip(args.images, names):
-        try:
-            image = read_image(path)
-        except FileNotFoundError as error:  # e.g. a truncated file
-            raise SystemExit(f"casnet predict: {error}") from None
-        prediction = predictor.predict(image)
-        write_outputs(prediction, image, out_dir, name, image_path=str(path), mode=predictor.mode)
-        stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in prediction.timings.items())
-        print(f"{path}: {len(prediction.instances)} instances ({stages})")
-    print(f"outputs in {out_dir}")
-    return 0
-
-
-_THRESHOLD_HELP = {
-    "box_threshold": "seed box probability",
-    "nms_iou": "NMS IoU between seed boxes",
-    "tie_margin": "IoU margin of a near-tie in the vote",
-    "min_area": "minimum instance area in pixels",
-    "stuff_area": "stuff regions below this many pixels become void",
-    "max_instances": "instances per image at most (the lowest-scored seeds beyond it are dropped)",
-}
-
-
-# Accepted range (low, high; None: unbounded) of each threshold: checked when the command line is parsed, so a
-# value that would make every frame fail (e.g. --max-instances 0) is refused up front with one line.
-_THRESHOLD_RANGES: dict[str, tuple[float, float | None]] = {
-    "box_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0), "tie_margin": (0.0, 1.0),
-    "min_area": (0, None), "stuff_area": (0, None), "max_instances": (1, None),
-}
-
-
-def _threshold_type(name: str) -> Any:
-    """argparse type of threshold ``name``: its default's type, finite, within _THRESHOLD_RANGES."""
-    kind, (low, high) = type(DEFAULT_THRESHOLDS[name]), _THRESHOLD_RANGES[name]
-
-    def parse(text: str) -> float | int:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not math.isfinite(value) or value < low or (high is not None and value > high):
-            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
-    """--box-threshold, --nms-iou, --tie-margin, --min-area, --stuff-area, --max-instances, each checked against
-    its range when parsed; unset ones stay None."""
-    for name, value in DEFAULT_THRESHOLDS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=_threshold_type(name), default=None,
-                            help=f"{_THRESHOLD_HELP[name]} (default {value})")
-
-
-def thresholds_from_args(args: argparse.Namespace) -> dict[str, float | int]:
-    """The thresholds given on the command line (see add_threshold_arguments)."""
-    return {name: getattr(args, name) for name in DEFAULT_THRESHOLDS if getattr(args, name) is not None}
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "predict", help="segment images with a checkpoint; writes panoptic PNG, overlay and instances JSON",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint file (casnet train output) or ONNX file (casnet export output); "
-                             "default: the packaged default model")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda" or "cuda:N"')
-    parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
-    parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
-                        help="network runtime (default auto: onnxruntime for an .onnx file or on the CPU, "
-                             "else torch)")
-    parser.add_argument("--mode", choices=("panoptic", "instance"), default=None,
-                        help="output mode (default: the checkpoint's)")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="scale images to fit inside H x W for the network, aspect ratio kept "
-                             "(outputs stay at full size)")
-    parser.add_argument("--max-input-size", type=int, default=DEFAULT_MAX_INPUT_SIZE, metavar="PIXELS",
-                        help="longest side the network sees; larger images are scaled down, aspect ratio kept "
-                             f"(default {DEFAULT_MAX_INPUT_SIZE}, 0 for no limit)")
-    add_threshold_arguments(parser)
-    parser.set_defaults(func=_main)

@@ -65,7 +65,8 @@ from casnet_core.child_processes import interrupts_raise, run_child
 from casnet_core.errors import one_line
 from casnet_core.export import model_mode
 from casnet_core.formats import check_outputs_spare_inputs
-from casnet_core.predictor import Predictor, add_threshold_arguments, resolve_device, thresholds_from_args
+from casnet_core.predict_command import add_threshold_arguments, thresholds_from_args
+from casnet_core.predictor import Predictor, resolve_device
 # The recording side, shared with the live replay; its names are part of this module's interface.
 from casnet_core.replay_recorder import (ACCURACY_KEYS, OUTPUT_TOPICS, FrameResult, ReplayRecorder,  # noqa: F401
                                          format_summary, output_topics)

@@ -53,7 +53,7 @@ from casnet_core import bags
 from casnet_core.checkpoint import CheckpointError
 from casnet_core.errors import one_line
 from casnet_core.export import model_mode
-from casnet_core.predictor import thresholds_from_args
+from casnet_core.predict_command import thresholds_from_args
 from casnet_core.child_processes import STOP_SIGNALS, child_process_options
 from casnet_core.replay import (add_arguments, camera_topics, checkpoint_from_args, prepare_output, replay_inputs,
                                 single_image_topic)

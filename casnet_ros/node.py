@@ -87,9 +87,9 @@ from casnet_core import default_model_path
 from casnet_core.predictor import Predictor
 from casnet_ros import conversions, transport
 from casnet_ros.cameras import Camera, cameras_of, input_qos
-from casnet_ros.parameters import (CAMERAS, CAMERAS_DESCRIPTOR, LIVE_THRESHOLDS, OUTPUTS, PARAMETERS, LiveSettings,
-                                   StagedSettings, Thresholds, camera_topic_descriptor, camera_topic_parameter, check,
-                                   check_cameras, is_live)
+from casnet_ros.parameters import (CAMERAS, CAMERAS_DESCRIPTOR, CONFIGURE_TIME_PARAMETERS, LIVE_THRESHOLDS, OUTPUTS,
+                                   PARAMETERS, LiveSettings, StagedSettings, Thresholds, camera_topic_descriptor,
+                                   camera_topic_parameter, check, check_cameras, is_live)
 from casnet_ros.statistics import STATUS_SUFFIX, Statistics, diagnostic_status
 from casnet_ros.worker import Activation
 
@@ -178,6 +178,12 @@ class CasnetNode(LifecycleNode):
         if reason is not None:
             self.get_logger().fatal(f"cameras: {reason}")
             return TransitionCallbackReturn.FAILURE
+        # Values given at start (-p, a params file) skip the set-parameter callback: checked here, before the
+        # predictor, so that a wrong choice is named as such and not as a checkpoint that cannot load.
+        for name in CONFIGURE_TIME_PARAMETERS:
+            if name != CAMERAS and (reason := check(name, self._param(name), configured=False)) is not None:
+                self.get_logger().fatal(reason)
+                return TransitionCallbackReturn.FAILURE
         self._declare_camera_topics(names)
         checkpoint = self._param("checkpoint")
         if not checkpoint:
@@ -206,7 +212,8 @@ class CasnetNode(LifecycleNode):
         predictor = self._predictor
         self.get_logger().info(
             f"configured: checkpoint {checkpoint}, device {predictor.device}, backend {predictor.backend} "
-            f"({predictor.backend_note}), mode {predictor.mode}, fp16 {bool(self._param('fp16'))}, "
+            f"({predictor.backend_note}), mode {predictor.mode}, precision {predictor.precision}, "
+            f"cuda_graph {predictor.cuda_graph}, "
             f"max_input_size {self._param('max_input_size')}"
             + (f", cameras {', '.join(names)} (batch_timeout_ms {self._param('batch_timeout_ms')})" if names else ""))
         return super().on_configure(state)
@@ -265,8 +272,8 @@ class CasnetNode(LifecycleNode):
         if any(input_size) and not all(input_size):
             raise ValueError(f"input_height and input_width must both be 0 or both be set, got {input_size}")
         return Predictor.from_checkpoint(
-            checkpoint, device=self._param("device"), fp16=self._param("fp16"), backend=self._param("backend"),
-            mode=mode, input_size=input_size if all(input_size) else None,
+            checkpoint, device=self._param("device"), precision=self._param("precision"),
+            cuda_graph=self._param("cuda_graph"), backend=self._param("backend"), mode=mode, input_size=input_size if all(input_size) else None,
             max_input_size=self._param("max_input_size") or None, **dataclasses.asdict(self.thresholds))
 
     def _stop_processing(self) -> None:

@@ -22,17 +22,17 @@ from typing import Any, Callable
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from casnet_core.postprocess import DEFAULT_THRESHOLDS
-from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, Predictor
+from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, PRECISIONS, Predictor
 
 OUTPUTS = ("panoptic", "semantic", "instances", "detections", "overlay")
 CAMERAS = "cameras"
 CAMERA_TOPIC_SUFFIX = ".image_topic"
 # Read at configure only.
-CONFIGURE_TIME_PARAMETERS = ("checkpoint", "device", "fp16", "backend", "mode", "input_height", "input_width",
+CONFIGURE_TIME_PARAMETERS = ("checkpoint", "device", "precision", "cuda_graph", "backend", "mode", "input_height", "input_width",
                              "max_input_size", "input_reliability", "subscribe_compressed", "diagnostics_period",
                              "batch_timeout_ms", CAMERAS)
 CHOICES = {"mode": ("", "panoptic", "instance"), "input_reliability": ("best_effort", "reliable"),
-           "backend": ("auto", "torch", "onnxruntime")}
+           "backend": ("auto", "torch", "onnxruntime"), "precision": tuple(PRECISIONS)}
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # A camera name becomes a namespace token and a parameter prefix.
 _CAMERA_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -134,7 +134,13 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "device": ("auto", _descriptor(
         "Inference device: auto (CUDA if available, else CPU), cpu, cuda or cuda:N. Read at configure.",
         constraints="auto | cpu | cuda | cuda:N")),
-    "fp16": (False, _descriptor("Half-precision inference on CUDA (ignored on CPU). Read at configure.")),
+    "precision": ("fp32", _descriptor(
+        "dtype of the network's weights and forward pass: fp32, fp16 or bf16 (half precision: the fast path on "
+        "CUDA, with the torch backend; backend auto then runs torch). Read at configure.",
+        constraints="fp32 | fp16 | bf16")),
+    "cuda_graph": (False, _descriptor(
+        "Replay the forward pass as a CUDA graph, captured once per image size (torch backend on CUDA; ignored "
+        "elsewhere). Read at configure.")),
     "backend": ("auto", _descriptor(
         "Network runtime: torch, onnxruntime (the checkpoint exported in memory, or an .onnx file as "
         "checkpoint) or auto (onnxruntime for an .onnx file or on the CPU, with the checkpoint's export cached "

@@ -13,7 +13,8 @@
 #    installed into it with --no-index (.gpu_carry/wheels.tar.xz: ROS 2, rosbags, cityscapesScripts, the interfaces
 #    of msg/), the project importable from this checkout; rclpy and the messages must come from the carry.
 # 2. cuda_tests: the tests that run on CUDA (pytest -k cuda over the test files that mention it).
-# 3. predictor: bench/bench_predictor.py, the default model at --size, fp32 and fp16.
+# 3. predictor: bench/bench_predictor.py, the default model at --size, fp32, fp16 and bf16, each also with a
+#    CUDA graph.
 # 4. node: bench/bench_node_rate.py, the real casnet_node on --device with the default model at --size, fed
 #    over DDS (shared-memory profile) by another process: latency p50/p90/p99 at 30 Hz, and the highest input
 #    rate with < 5 % of the frames dropped.
@@ -188,9 +189,9 @@ cuda_tests() {
 }
 
 predictor() {
-    local precisions=(fp32); [[ "$DEVICE" == cuda* ]] && precisions=(fp32 fp16)
+    local precisions=(fp32) graphs=(); [[ "$DEVICE" == cuda* ]] && precisions=(fp32 fp16 bf16) graphs=(--cuda-graph)
     "$ENV_DIR/bin/python" bench/bench_predictor.py --models default --size "$SIZE" --device "$DEVICE" \
-        --precisions "${precisions[@]}" $PREDICTOR_ARGS | tee "$WORK/predictor.txt" || return 1
+        --precisions "${precisions[@]}" "${graphs[@]}" $PREDICTOR_ARGS | tee "$WORK/predictor.txt" || return 1
     # The table's rows as figures (columns as printed by bench_predictor.py).
     "$ENV_DIR/bin/python" - "$WORK/predictor.txt" "$WORK/predictor.json" <<'PYEOF'
 import json, sys
@@ -212,8 +213,10 @@ PYEOF
 }
 
 node() {
+    # On CUDA the node runs fp16 (the weights cast): the configuration a vehicle would run.
+    local precision=fp32; [[ "$DEVICE" == cuda* ]] && precision=fp16
     "$ENV_DIR/bin/python" bench/bench_node_rate.py --checkpoint default --device "$DEVICE" --size "$SIZE" \
-        $NODE_ARGS --json "$WORK/node.json"
+        --precision "$precision" $NODE_ARGS --json "$WORK/node.json"
 }
 
 multicamera() {

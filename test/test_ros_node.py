@@ -385,6 +385,27 @@ def test_empty_checkpoint_means_the_default_model(tmp_path, domain_id):
     assert "configured: checkpoint" in output, output
 
 
+def test_precision_reaches_the_predictor_and_a_wrong_one_is_refused(tmp_path, domain_id):
+    # Both at once, as above. bf16 on the CPU: the weights cast, PyTorch (backend auto's choice for half
+    # precision); cuda_graph asked for on the CPU is ignored, and the log says so.
+    arguments = {"bf16": ["-p", "precision:=bf16", "-p", "cuda_graph:=true"], "fp64": ["-p", "precision:=fp64"]}
+    processes = {name: NodeProcess(["--params-file", str(TEST_PARAMS), *extra], domain_id=domain_id,
+                                   log_path=tmp_path / f"{name}.log") for name, extra in arguments.items()}
+    try:
+        deadline = time.monotonic() + 120
+        while "configured:" not in processes["bf16"].output() and processes["bf16"].alive() \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        refused_code = processes["fp64"].wait(timeout=90)
+        outputs = {name: process.output() for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            process.stop()
+    assert "precision bf16, cuda_graph False" in outputs["bf16"] and "backend torch" in outputs["bf16"], outputs["bf16"]
+    assert refused_code != 0
+    assert "precision must be one of ('fp32', 'fp16', 'bf16'), not 'fp64'" in outputs["fp64"], outputs["fp64"]
+
+
 def test_label_info_is_latched(client, predictor):
     # A subscriber that joins now, long after the node published its label_info at configure time, gets it.
     late = client.record("/casnet/label_info", LabelInfo, key="label_info_late",

@@ -68,7 +68,8 @@ from casnet_core.formats import check_outputs_spare_inputs
 from casnet_core.evaluation.official import EVALUATORS_FOLDER, GT_CACHE_FOLDER, run_official_evaluators
 from casnet_core.evaluation.oracles import HEAD_ORACLES, ORACLES, full_oracle_prediction, head_oracle_prediction
 from casnet_core.evaluation.writers import CityscapesResultWriter, EvalPrediction, result_folders
-from casnet_core.predictor import Predictor, add_threshold_arguments, thresholds_from_args
+from casnet_core.predict_command import add_threshold_arguments, thresholds_from_args
+from casnet_core.predictor import Predictor
 
 
 def find_semantic_files(semantic_dir: str | os.PathLike, image_ids: Sequence[str]) -> dict[str, Path]:

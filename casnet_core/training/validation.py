@@ -18,10 +18,10 @@ if TYPE_CHECKING:  # for annotations only: the loop imports this module
     from casnet_core.training.loop import TrainingRun
 
 
-def validate(model, samples: Sequence[Sample], *, device: torch.device, fp16: bool = False) -> dict[str, float]:
+def validate(model, samples: Sequence[Sample], *, device: torch.device) -> dict[str, float]:
     """PQ, SQ, RQ (all, things, stuff) and mIoU of ``model`` on ``samples``, predicted at full size by the
     Predictor as ``casnet eval`` does. Leaves the model in eval mode. NaN where a figure has no class."""
-    predictor = Predictor(model, device=device, fp16=fp16)
+    predictor = Predictor(model, device=device)
     panoptic, gt_panoptic, semantic, gt_semantic = [], [], [], []
     for sample in samples:
         prediction = predictor.predict(read_image(sample.image_path))
@@ -50,7 +50,7 @@ def validate_run(run: TrainingRun) -> dict[str, float] | None:
     """Validation on the main process (the others wait); keeps best.pt. Returns the metrics there."""
     metrics = None
     if run.is_main:
-        metrics = validate(run.bare_model, run.val_samples, device=run.device, fp16=run.use_amp)
+        metrics = validate(run.bare_model, run.val_samples, device=run.device)
         run.train_mode()
         run.logger.log({"step": run.step, **{f"val_{k}": v for k, v in metrics.items()}})
         # Instance mode predicts no stuff: its PQ is over things only.

@@ -3,8 +3,10 @@
 #   scripts/mutation.sh [PYTHON] [NAME...]      (default: .venv/bin/python, every module of the config)
 # Each module runs in its own scratch copy of the project, build/mutation/NAME (mutmut writes the mutants
 # under its mutants/ there): the working tree is never mutated, and the results of a module are kept for
-# `cd build/mutation/NAME && PYTHON -m mutmut results / show MUTANT` and for a rerun, which redoes only
-# what changed. Prints the score of each module: killed / (killed + survived), timeouts counted as killed.
+# `cd build/mutation/NAME && PYTHON -m mutmut results / show MUTANT`. Every run starts from no results: mutmut
+# keeps a mutant's result while its function is unchanged, even when the tests changed, so a kept result could
+# call a mutant killed by a test that is now gone (or survived one a new test kills).
+# Prints the score of each module: killed / (killed + survived), timeouts counted as killed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(realpath -s "${1:-.venv/bin/python}")
@@ -23,7 +25,7 @@ while IFS='|' read -r name files tests; do
   work="build/mutation/$name"
   mkdir -p "$work"
   # The project as the tests see it; only the files of this module are mutated.
-  rm -rf "$work/casnet_core" "$work/casnet_ros" "$work/test" "$work/config" "$work/msg"
+  rm -rf "$work/casnet_core" "$work/casnet_ros" "$work/test" "$work/config" "$work/msg" "$work/mutants"
   cp -r casnet_core casnet_ros test config msg setup.py "$work/"
   {
     echo "[mutmut]"

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from casnet_core.image_encoding import (SUPPORTED_ENCODINGS, ImageConversionError, bytes_per_pixel, compressed_to_rgb,
-                                        image_to_rgb)
+from casnet_core.image_encoding import (PANOPTIC_ENCODING, SUPPORTED_ENCODINGS, WIDE_PANOPTIC_ENCODING,
+                                        ImageConversionError, bytes_per_pixel, compressed_to_rgb, image_to_rgb,
+                                        panoptic_from_buffer, panoptic_pixels)
 
 HEIGHT, WIDTH = 6, 10
 
@@ -136,6 +137,7 @@ def test_encoding_names_are_case_insensitive(rgb):
     (dict(step=2), "step 2 is smaller than width"),
     (dict(height=HEIGHT + 1), "data holds"),  # the data of HEIGHT rows announced as more: truncated
     (dict(width=0), "empty image"),
+    (dict(height=0), "empty image"),
     (dict(encoding="yuv422", width=WIDTH - 1, step=2 * (WIDTH - 1)), "even width"),
 ])
 def test_inconsistent_images_raise_one_clear_error(rgb, change, message):
@@ -160,3 +162,97 @@ def test_compressed_png_round_trip_is_exact_and_garbage_is_an_error(rgb):
         compressed_to_rgb(b"not an image", "jpeg")
     with pytest.raises(ImageConversionError, match="empty"):
         compressed_to_rgb(b"", "jpeg")
+
+
+def test_16bit_data_is_little_endian_unless_the_message_says_otherwise():
+    # Without is_bigendian the words are read little-endian, as ROS's default (false) says.
+    words = np.full((2, 2), 0xFF00, dtype="<u2")  # 65280 -> 254 in 8 bit; read big-endian, 0x00FF = 255 -> 1
+    assert image_to_rgb(words.tobytes(), 2, 2, "mono16", 4)[0, 0, 0] == 254
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (5, 1)])
+def test_one_pixel_wide_or_high_images_decode(height, width):
+    # A 1-row or 1-column image is an image (e.g. a line camera), not an empty one.
+    rgb = np.arange(height * width * 3, dtype=np.uint8).reshape(height, width, 3)
+    np.testing.assert_array_equal(image_to_rgb(rgb.tobytes(), height, width, "rgb8", 3 * width), rgb)
+
+
+def test_16bit_rows_with_an_odd_step_are_read_correctly():
+    # step 9 = 6 bytes of one rgb16 pixel + 3 of padding: odd, so the words of the second row start at an odd offset.
+    words = np.array([[[0, 65535, 257]], [[514, 771, 1028]]], dtype=np.uint16)
+    data, step = padded_buffer(words, 3)
+    assert step == 9
+    np.testing.assert_array_equal(image_to_rgb(data, 2, 1, "rgb16", step), [[[0, 255, 1]], [[2, 3, 4]]])
+
+
+def test_truncated_data_names_the_size_it_expected(rgb):
+    data, step = padded_buffer(rgb, 0)
+    with pytest.raises(ImageConversionError, match=f"expected step \\* height = {step * (HEIGHT + 1)} "):
+        image_to_rgb(data, HEIGHT + 1, WIDTH, "rgb8", step)
+
+
+def test_an_empty_compressed_image_says_so():
+    with pytest.raises(ImageConversionError, match="^empty compressed image$"):
+        compressed_to_rgb(b"")
+    with pytest.raises(ImageConversionError, match="format ''"):
+        compressed_to_rgb(b"not an image")  # no format given: the message names it as ''
+
+
+@pytest.mark.parametrize("ids, encoding, dtype", [
+    # Cityscapes ids up to 33 999 (label 33, instance 999) fit 16 bits: 16UC1, half the bytes of 32SC1.
+    ([[0, 7], [26001, 33999]], PANOPTIC_ENCODING, "<u2"),
+    ([[0, 65535], [26001, 7]], PANOPTIC_ENCODING, "<u2"),   # the largest 16-bit id
+    ([[0, 65536], [26001, 7]], WIDE_PANOPTIC_ENCODING, "<i4"),  # one more: 32 bits
+])
+def test_panoptic_ids_take_the_smallest_encoding_that_holds_them(ids, encoding, dtype):
+    pixels, chosen = panoptic_pixels(np.array(ids, dtype=np.int64))
+    assert chosen == encoding and pixels.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(pixels, ids)
+
+
+def test_panoptic_encoding_follows_max_id_or_the_one_asked_for():
+    ids = np.array([[0, 7], [26001, 26002]], dtype=np.int32)
+    # max_id (from the instance list) decides without reading the pixels.
+    assert panoptic_pixels(ids, max_id=70000)[1] == WIDE_PANOPTIC_ENCODING
+    assert panoptic_pixels(ids, max_id=65535)[1] == PANOPTIC_ENCODING
+    pixels, encoding = panoptic_pixels(ids, encoding=WIDE_PANOPTIC_ENCODING)
+    assert encoding == WIDE_PANOPTIC_ENCODING and pixels.dtype == np.dtype("<i4")
+    assert panoptic_pixels(np.zeros((0, 0), dtype=np.int64))[1] == PANOPTIC_ENCODING  # empty: max 0
+    with pytest.raises(ImageConversionError, match="panoptic encoding must be one of .*got 'mono8'"):
+        panoptic_pixels(ids, encoding="mono8")
+
+
+@pytest.mark.parametrize("encoding", [PANOPTIC_ENCODING, WIDE_PANOPTIC_ENCODING])
+@pytest.mark.parametrize("byte_order", ["<", ">"])
+@pytest.mark.parametrize("padding", [0, 4])
+def test_panoptic_buffer_round_trip(encoding, byte_order, padding):
+    ids = np.array([[0, 7, 26001], [26002, 33999, 11]], dtype=np.int64)
+    pixels, _ = panoptic_pixels(ids, encoding=encoding)
+    data, step = padded_buffer(pixels, padding, byte_order)
+    read = panoptic_from_buffer(data + b"\x01\x02", 2, 3, encoding, step, is_bigendian=byte_order == ">")
+    assert read.shape == (2, 3)
+    np.testing.assert_array_equal(read, ids)
+    if byte_order == "<":  # little-endian is the default
+        np.testing.assert_array_equal(panoptic_from_buffer(data, 2, 3, encoding, step), ids)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(encoding="mono16"), "panoptic image has encoding 'mono16', expected one of"),
+    (dict(step=5), "panoptic image of 3x2 has step 5 and 12 bytes"),  # a row of 3 16-bit ids needs 6 bytes
+    (dict(height=3), "panoptic image of 3x3 has step 6 and 12 bytes"),  # 2 rows of data announced as 3
+])
+def test_inconsistent_panoptic_buffers_raise_one_clear_error(change, message):
+    data = np.arange(6, dtype="<u2").tobytes()
+    fields = {**dict(data=data, height=2, width=3, encoding=PANOPTIC_ENCODING, step=6), **change}
+    with pytest.raises(ImageConversionError, match=message):
+        panoptic_from_buffer(**fields)
+
+
+def test_panoptic_ids_already_in_the_published_dtype_are_not_copied():
+    # The node's 2-megapixel map goes out as it is when it already holds little-endian uint16 / int32 ids.
+    for dtype, encoding in (("<u2", PANOPTIC_ENCODING), ("<i4", WIDE_PANOPTIC_ENCODING)):
+        ids = np.array([[0, 7], [26001, 26002]], dtype=dtype)
+        pixels, _ = panoptic_pixels(ids, encoding=encoding)
+        assert np.shares_memory(pixels, ids)
+    wider = np.array([[0, 7], [26001, 26002]], dtype=np.int64)
+    assert not np.shares_memory(panoptic_pixels(wider)[0], wider)  # int64 must be converted

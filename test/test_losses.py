@@ -134,3 +134,71 @@ def test_all_void_gives_a_zero_loss_in_the_graph():
     assert losses["loss"].item() == 0.0
     losses["loss"].backward()  # every head stays in the graph (DDP)
     assert outputs["semantic"].grad is not None and outputs["attributes"].grad is not None
+
+
+def test_every_option_reaches_its_term():
+    # casnet_losses passes each option to its term: recomputed here from the terms' own functions.
+    outputs, targets = _batch()
+    small = torch.zeros_like(targets["semantic"], dtype=torch.bool)
+    small[:, :3, :3] = True
+    targets["small_instance"] = small
+    losses = casnet_losses(outputs, targets, alpha=0.5, beta=2.0, gamma=3.0, box_pos_weight=5.0,
+                           attribute_loss="giou", semantic_top_k=0.2, small_instance_weight=3.0)
+    thing = targets["thing_mask"]
+    valid = (targets["semantic"] != IGNORE_INDEX).unsqueeze(1).expand(-1, 8, -1, -1)
+    box_target = targets["box_prob"][valid]
+    expected = {
+        "semantic": semantic_loss(outputs["semantic"], targets, top_k=0.2, small_instance_weight=3.0),
+        "attributes": (1 - generalized_iou(outputs["attributes"].permute(0, 2, 3, 1)[thing],
+                                           targets["attributes"].permute(0, 2, 3, 1)[thing])).mean(),
+        # Centre cells weigh 5, the others 1.
+        "box_prob": F.binary_cross_entropy_with_logits(outputs["box_logits"][valid], box_target,
+                                                       weight=torch.where(box_target > 0, 5.0, 1.0)),
+    }
+    for key, value in expected.items():
+        assert losses[key].item() == pytest.approx(value.item(), rel=1e-5), key
+    assert losses["loss"].item() == pytest.approx(
+        0.5 * expected["semantic"].item() + 2 * expected["attributes"].item() + 3 * expected["box_prob"].item(),
+        rel=1e-5)
+
+
+def test_loss_options_are_checked_with_clear_messages():
+    outputs, targets = _batch()
+    with pytest.raises(ValueError, match=r"^attribute_loss must be one of \('l1', 'giou', 'l1_log'\), got 'iou'$"):
+        casnet_losses(outputs, targets, attribute_loss="iou")
+    with pytest.raises(ValueError, match=r"^attribute loss must be one of \('l1', 'giou', 'l1_log'\), got 'iou'$"):
+        attribute_regression_loss(outputs["attributes"][0, :, 0], targets["attributes"][0, :, 0], kind="iou")
+    for top_k in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^semantic_top_k must be in \(0, 1\], got {top_k}$"):
+            casnet_losses(outputs, targets, semantic_top_k=top_k)
+    with pytest.raises(ValueError, match=r"^small_instance_weight needs the 'small_instance' target"):
+        semantic_loss(outputs["semantic"], targets, small_instance_weight=2.0)
+
+
+def test_giou_loss_of_known_boxes_and_the_default_kind():
+    same, inner, outer = torch.tensor([[1.0, 2, 3, 4]]), torch.tensor([[1.0, 1, 1, 1]]), torch.tensor([[2.0, 2, 2, 2]])
+    assert attribute_regression_loss(same, same, kind="giou").item() == pytest.approx(0.0, abs=1e-5)
+    assert attribute_regression_loss(inner, outer, kind="giou").item() == pytest.approx(0.75, abs=1e-5)
+    # Diagonal quadrants of the shared point: no overlap, union 2, enclosing box 2x2 = 4: GIoU = 0 - 2/4.
+    upper_left, lower_right = torch.tensor([[1.0, 1, 0, 0]]), torch.tensor([[0.0, 0, 1, 1]])
+    assert generalized_iou(upper_left, lower_right).item() == pytest.approx(-0.5, abs=1e-5)
+    assert attribute_regression_loss(upper_left, lower_right, kind="giou").item() == pytest.approx(1.5, abs=1e-5)
+    # kind defaults to the paper's L1.
+    assert attribute_regression_loss(inner, outer).item() == pytest.approx(1.0)
+
+
+def test_hard_pixel_mining_with_few_and_easy_pixels():
+    # Image 0: one valid pixel (the rest void); image 1: three valid pixels, all predicted right with confidence
+    # (losses ~0) beside void ones. With top_k 0.2 each image keeps round(0.2 n) pixels but at least one:
+    # image 0 its one pixel, image 1 its hardest one; void pixels never count, however small the valid losses.
+    logits = torch.zeros(2, 3, 2, 2)
+    labels = torch.full((2, 2, 2), IGNORE_INDEX)
+    labels[0, 0, 0] = 0  # loss log 3 (uniform logits)
+    labels[1, 0, :] = 1
+    labels[1, 1, 0] = 1
+    logits[1, 1] = torch.tensor([[8.0, 9.0], [10.0, 0.0]])  # class 1 confident at the three valid pixels
+    pixel = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+    hardest_of_image_1 = pixel[1][labels[1] != IGNORE_INDEX].max()
+    assert hardest_of_image_1 < 1e-3
+    expected = (torch.log(torch.tensor(3.0)) + hardest_of_image_1) / 2
+    assert semantic_loss(logits, {"semantic": labels}, top_k=0.2).item() == pytest.approx(expected.item(), rel=1e-5)

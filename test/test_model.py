@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from casnet_core.checkpoint import CheckpointError, load_model, save_checkpoint
+from casnet_core.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from casnet_core.labels import NUM_THING_CLASSES
 from casnet_core.losses import casnet_losses
 from casnet_core.model import build_casnet
@@ -137,6 +137,52 @@ def test_missing_corrupt_foreign_and_mismatched_checkpoints_fail_loudly(tmp_path
         load_model(tmp_path / "mismatched.pt")
 
 
+def test_checkpoint_edges_found_by_mutation_testing(tmp_path, monkeypatch):
+    # docs/mutation.md: each check below failed to notice a mutant of casnet_core/checkpoint.py.
+    model = build_casnet("hrnet_w18_small", fusion_channels=32, head_channels=16)
+    # A run folder that does not exist yet, two levels deep: save creates it.
+    path = save_checkpoint(tmp_path / "runs" / "new" / "m.pt", model)
+    # map_location reaches torch.load (a callable sees every stored tensor's location).
+    locations = []
+    load_model(path, map_location=lambda storage, location: locations.append(location) or storage)
+    assert locations and set(locations) == {"cpu"}
+    assert read_checkpoint(path)["model"]["backbone.body.conv1.weight"].device.type == "cpu"  # the default location
+    # The explicit weights_only=True holds even where the environment makes torch's default unsafe.
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "casnet-checkpoint/1", "evil": Evil()}, tmp_path / "evil.pt")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(CheckpointError, match=r"\(\w+Error\); checkpoints are written by `casnet train`, "
+                                              r"ONNX files \(\.onnx\) by `casnet export`$"):
+        load_model(tmp_path / "evil.pt")
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    payload = torch.load(path, weights_only=True)
+
+    def variant(name, change):
+        changed = {**payload, "config": dict(payload["config"]), "model": dict(payload["model"])}
+        change(changed)
+        torch.save(changed, tmp_path / name)
+        return tmp_path / name
+
+    # A description the builder refuses: the message names the config.
+    unbuildable = variant("unbuildable.pt", lambda p: p["config"].update(bogus=1))
+    with pytest.raises(CheckpointError, match=r"unbuildable.pt: cannot build the model it describes \(\{.*'bogus': 1"):
+        load_model(unbuildable)
+    # A class list that is not the mode's.
+    reordered = variant("reordered.pt", lambda p: p.update(class_names=p["class_names"][::-1]))
+    with pytest.raises(CheckpointError, match=r"class list \['bicycle', 'motorcycle', .*\] does not match mode 'panoptic'"):
+        load_model(reordered)
+    # A weight missing: strict loading refuses instead of leaving it random.
+    missing = variant("missing.pt", lambda p: p["model"].pop(next(iter(p["model"]))))
+    with pytest.raises(CheckpointError, match="(?s)do not fit.*Missing key"):
+        load_model(missing)
+    # A weight the model does not have: refused too, not ignored.
+    with pytest.raises(CheckpointError, match="(?s)do not fit.*Unexpected key"):
+        load_model(variant("extra.pt", lambda p: p["model"].update(extra_weight=torch.zeros(1))))
+
+
 def test_a_checkpoint_with_arbitrary_pickles_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
@@ -171,29 +217,3 @@ def test_box_pos_weight_scales_only_the_central_pixels():
     log2 = torch.log(torch.tensor(2.0))
     torch.testing.assert_close(plain, log2)
     torch.testing.assert_close(weighted, log2 * (31 + 5) / 32)
-
-
-def test_checkpoint_edges_found_by_mutation_testing(tmp_path):
-    # docs/mutation.md: each check below failed to notice a mutant of casnet_core/checkpoint.py.
-    model = build_casnet("hrnet_w18_small", fusion_channels=32, head_channels=16)
-    nested = save_checkpoint(tmp_path / "a" / "b" / "m.pt", model)  # missing folders are created
-    assert nested.is_file()
-    (tmp_path / "truncated.pt").write_bytes(nested.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match=r"\(UnpicklingError|\(RuntimeError|\(EOFError|\(.*Error\); checkpoints are "
-                                              r"written by `casnet train`, ONNX files \(\.onnx\) by `casnet export`"):
-        load_model(tmp_path / "truncated.pt")
-    payload = torch.load(nested, weights_only=True)
-
-    def variant(name, change):
-        edited = {**payload, "config": dict(payload["config"]), "model": dict(payload["model"])}
-        change(edited)
-        torch.save(edited, tmp_path / name)
-        return tmp_path / name
-
-    with pytest.raises(CheckpointError, match=r"cannot build the model it describes \(\{'backbone': 'no_such_net'"):
-        load_model(variant("unknown.pt", lambda p: p["config"].update(backbone="no_such_net")))
-    with pytest.raises(CheckpointError, match=r"class list \['a', 'b'\] does not match mode 'panoptic'"):
-        load_model(variant("classes.pt", lambda p: p.update(class_names=["a", "b"])))
-    # A weight the model does not have: refused (strict loading), not ignored.
-    with pytest.raises(CheckpointError, match="do not fit"):
-        load_model(variant("extra.pt", lambda p: p["model"].update(extra_weight=torch.zeros(1))))

@@ -23,10 +23,10 @@ from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_helpers import REPO_ROOT, Client, NodeProcess, isolated_domain_id, stamp_key
+from ros_helpers import (REPO_ROOT, TEST_PARAMS, Client, NodeProcess, assert_matches_prediction, isolated_domain_id,
+                         node_test_parameters, raw_image, stamp_key)
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
-from test_ros_node import TEST_PARAMS, assert_matches_prediction, node_test_parameters, raw_image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from casnet_ros import conversions

@@ -22,14 +22,14 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-import yaml
 from casnet_msgs.msg import PanopticFrame
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_helpers import REPO_ROOT, Client, NodeProcess, diagnostic_values, isolated_domain_id, stamp_key
+from ros_helpers import (REPO_ROOT, TEST_PARAMS, Client, NodeProcess, assert_matches_prediction, diagnostic_values,
+                         isolated_domain_id, node_test_parameters, raw_image, stamp_key)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
@@ -37,7 +37,6 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 from casnet_ros import conversions
 
 HEIGHT, WIDTH = 256, 512
-TEST_PARAMS = REPO_ROOT / "config" / "casnet_test.yaml"
 OUTPUT_TOPICS = {
     "panoptic": Image, "semantic": Image, "instances": PanopticFrame, "detections": Detection2DArray,
     "overlay": Image,
@@ -57,11 +56,6 @@ def scenes():
     from casnet_core.synth import generate_scene
 
     return [generate_scene(seed, height=HEIGHT, width=WIDTH)[0] for seed in range(4)]
-
-
-def node_test_parameters() -> dict:
-    """The parameters of config/casnet_test.yaml (the node's), to build the reference Predictor alike."""
-    return yaml.safe_load(TEST_PARAMS.read_text())["/**"]["ros__parameters"]
 
 
 PREDICTOR_PARAMETERS = ("box_threshold", "nms_iou", "min_area", "stuff_area", "tie_margin", "max_instances",
@@ -139,24 +133,6 @@ def make_header(client: Client) -> Header:
     return Header(stamp=client.node.get_clock().now().to_msg(), frame_id=f"camera_{next(_frame_counter)}")
 
 
-def raw_image(rgb: np.ndarray, encoding: str, header: Header, row_padding: int = 0) -> Image:
-    """A sensor_msgs/Image of ``rgb`` in ``encoding``; ``row_padding`` extra bytes per row (step > width*ch)."""
-    pixels = {
-        "rgb8": rgb, "bgr8": rgb[..., ::-1],
-        "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]),
-        "bgra8": np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 7, np.uint8)]),
-        "mono8": cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY),
-    }[encoding]
-    height, width = pixels.shape[:2]
-    rows = np.ascontiguousarray(pixels).reshape(height, -1)
-    padded = np.zeros((height, rows.shape[1] + row_padding), np.uint8)
-    padded[:, : rows.shape[1]] = rows
-    msg = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
-                step=padded.shape[1])
-    msg.data = array.array("B", padded.tobytes())  # array.array: the setter takes it without a per-byte check
-    return msg
-
-
 def send_and_wait(client: Client, msg, publisher, outputs=("panoptic", "semantic", "instances", "detections"),
                   timeout: float = 30.0) -> dict:
     """Publishes ``msg`` and returns {output: message} of the outputs carrying its header.
@@ -178,39 +154,6 @@ def send_and_wait(client: Client, msg, publisher, outputs=("panoptic", "semantic
                                  min(resend_after, max(deadline - time.monotonic(), 0.0)))
     assert done, f"no {[n for n in outputs if answered(n) is None]} for frame {key}"
     return {name: answered(name) for name in outputs}
-
-
-def assert_matches_prediction(outputs: dict, prediction, header: Header) -> None:
-    """Every output equals the Predictor's result and carries the input's header."""
-    for name, msg in outputs.items():
-        assert msg.header == header, name
-    panoptic = conversions.image_to_panoptic(outputs["panoptic"])
-    np.testing.assert_array_equal(panoptic, prediction.panoptic)
-    np.testing.assert_array_equal(conversions.image_to_mono8(outputs["semantic"]), prediction.semantic)
-
-    frame = outputs["instances"]
-    assert frame.mode == "panoptic"
-    np.testing.assert_array_equal(conversions.image_to_panoptic(frame.panoptic), prediction.panoptic)
-    assert [(i.id, i.class_id, i.class_name, i.area) for i in frame.instances] == [
-        (p.id, p.label_id, p.class_name, p.area) for p in prediction.instances]
-    np.testing.assert_array_equal(
-        np.array([[i.score, i.x_min, i.y_min, i.x_max, i.y_max, i.centroid_x, i.centroid_y] for i in frame.instances],
-                 np.float32).reshape(-1, 7),
-        np.array([[p.score, *p.box, *p.centroid] for p in prediction.instances], np.float32).reshape(-1, 7))
-    # Each instance is the segment of its id in the panoptic image.
-    for instance in frame.instances:
-        assert instance.area == int((panoptic == instance.id).sum())
-
-    detections = outputs["detections"].detections
-    assert [(d.id, d.results[0].hypothesis.class_id) for d in detections] == [
-        (str(p.id), str(p.label_id)) for p in prediction.instances]
-    for detection, instance in zip(detections, prediction.instances):
-        x0, y0, x1, y1 = instance.box
-        assert detection.header == header
-        assert detection.results[0].hypothesis.score == pytest.approx(instance.score)
-        assert (detection.bbox.center.position.x, detection.bbox.center.position.y) == pytest.approx(
-            ((x0 + x1) / 2, (y0 + y1) / 2))
-        assert (detection.bbox.size_x, detection.bbox.size_y) == pytest.approx((x1 - x0, y1 - y0))
 
 
 def set_parameters(client: Client, **values) -> list:

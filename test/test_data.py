@@ -1,5 +1,6 @@
 """The Cityscapes-format reader and its augmentations, on generated data."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -214,3 +215,160 @@ def test_the_alignment_test_fails_on_a_misaligned_augmentation(tmp_path, monkeyp
 def test_instance_ids_are_read_as_16_bit(synth_root):
     ids = read_instance_ids(list_samples(synth_root, "val")[0].instance_ids_path)
     assert ids.dtype == np.int32 and ids.max() >= 24000
+
+
+# -- the paths around augmentation: evaluation resize and padding, the scene cache, items without targets,
+# readers' refusals (found by mutation testing, docs/mutation.md) ---------------------------------------------
+def test_evaluation_items_are_resized_to_the_short_side_and_padded_to_the_divisor(synth_root):
+    from casnet_core.targets import build_targets
+
+    sample = list_samples(synth_root, "val")[0]
+    labels, instances = read_label_ids(sample.label_ids_path), read_instance_ids(sample.instance_ids_path)
+    # 256x512 -> short side 100: 100x200, padded to 128x224 (multiples of 32) with void at the bottom right.
+    dataset = CityscapesDataset(synth_root, "val", augment=False, short_side=(100, 200), size_divisor=32)
+    item = dataset[0]
+    assert item["name"] == sample.name
+    assert item["image"].shape == (3, 128, 224) and item["semantic_full"].shape == (128, 224)
+    assert (item["image"][:, 100:] == 0).all() and (item["image"][:, :, 200:] == 0).all()
+    resized = cv2.resize(labels, (200, 100), interpolation=cv2.INTER_NEAREST_EXACT)
+    resized_instances = cv2.resize(instances, (200, 100), interpolation=cv2.INTER_NEAREST_EXACT)
+    expected = build_targets(np.pad(resized, ((0, 28), (0, 24))), np.pad(resized_instances, ((0, 28), (0, 24))),
+                             mode="panoptic", stride=4)
+    for key in ("semantic", "semantic_full", "attributes", "thing_mask", "box_prob"):
+        np.testing.assert_array_equal(item[key].numpy(), expected[key], err_msg=key)
+    assert (item["semantic_full"][100:] == IGNORE_INDEX).all()  # padding is void
+    image = cv2.cvtColor(cv2.imread(str(sample.image_path)), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(item["image"][:, :100, :200].permute(1, 2, 0).numpy(),
+                                  cv2.resize(image, (200, 100), interpolation=cv2.INTER_LINEAR))
+
+
+def test_resizing_never_invents_label_or_instance_ids(synth_root):
+    # Labels and instance ids are resized by nearest neighbour: a linear resize would blend two ids into a third.
+    sample = list_samples(synth_root, "train")[0]
+    known_labels = set(np.unique(read_label_ids(sample.label_ids_path)).tolist())
+    known_instances = set(np.unique(read_instance_ids(sample.instance_ids_path)).tolist())
+    dataset = CityscapesDataset(synth_root, "train", augment=True, short_side=(300, 300), crop_size=(256, 512),
+                                targets=False)
+    item = dataset[0]
+    assert set(item["label_ids"].unique().tolist()) <= known_labels
+    assert set(item["instance_ids"].unique().tolist()) <= known_instances
+
+
+def test_a_crop_as_large_as_the_image_at_its_own_size_is_the_image(synth_root):
+    # short side 256 = the scene's, crop = the scene: every item is the scene itself (or its mirror image).
+    dataset = CityscapesDataset(synth_root, "train", augment=True, short_side=(256, 256), crop_size=(256, 512),
+                                targets=False)
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        for index, sample in enumerate(dataset.samples):
+            item = dataset[index]
+            labels = read_label_ids(sample.label_ids_path)
+            assert (np.array_equal(item["label_ids"].numpy(), labels)
+                    or np.array_equal(item["label_ids"].numpy(), labels[:, ::-1])), (epoch, index)
+
+
+def test_crops_larger_than_the_image_are_padded_with_void(synth_root):
+    dataset = CityscapesDataset(synth_root, "train", augment=True, short_side=(128, 128), crop_size=(192, 320),
+                                flip=False, targets=False)
+    item = dataset[0]
+    assert item["label_ids"].shape == (192, 320)
+    assert (item["label_ids"][128:] == 0).all() and (item["instance_ids"][128:] == 0).all()
+    assert (item["image"][:, 128:] == 0).all()
+    assert (item["label_ids"][:128, :256] != 0).float().mean() > 0.9  # the scene itself, 128x256, top left
+
+
+def test_items_without_targets_carry_the_augmented_ground_truth(synth_root):
+    from casnet_core.targets import build_targets
+
+    options = dict(augment=True, short_side=(128, 384), crop_size=(128, 256), seed=3)
+    raw = CityscapesDataset(synth_root, "train", targets=False, **options)
+    full = CityscapesDataset(synth_root, "train", **options)
+    item, expected = raw[1], full[1]
+    assert set(item) == {"image", "label_ids", "instance_ids", "name"} and item["name"] == raw.samples[1].name
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 128, 256)
+    assert item["label_ids"].dtype == torch.uint8 and item["instance_ids"].dtype == torch.int32
+    torch.testing.assert_close(item["image"].float(), expected["image"])
+    targets = build_targets(item["label_ids"].numpy(), item["instance_ids"].numpy(), mode="panoptic", stride=4)
+    np.testing.assert_array_equal(targets["attributes"], expected["attributes"].numpy())
+
+
+def test_center_radius_and_small_instances_reach_the_targets(synth_root):
+    from casnet_core.targets import build_targets
+
+    dataset = CityscapesDataset(synth_root, "val", augment=False, short_side=None, center_radius=2.5,
+                                small_instance_area=4096)
+    item = dataset[0]
+    sample = dataset.samples[0]
+    expected = build_targets(read_label_ids(sample.label_ids_path), read_instance_ids(sample.instance_ids_path),
+                             mode="panoptic", stride=4, center_radius=2.5, small_instance_area=4096)
+    np.testing.assert_array_equal(item["box_prob"].numpy(), expected["box_prob"])
+    np.testing.assert_array_equal(item["small_instance"].numpy(), expected["small_instance"])
+    assert item["small_instance"].any()
+    assert "small_instance" not in CityscapesDataset(synth_root, "val", augment=False, short_side=None)[0]
+
+
+def test_the_defaults_are_the_papers_recipe(synth_root):
+    # Augmented, short side 512..1024, 640x1280 crops, stride 4, centre radius 1.5, seed 0, no cache.
+    default = CityscapesDataset(synth_root, "train")
+    item = default[0]
+    assert item["image"].shape == (3, 640, 1280) and item["semantic"].shape == (160, 320)
+    explicit = CityscapesDataset(synth_root, "train", stride=4, augment=True, short_side=(512, 1024),
+                                 crop_size=(640, 1280), center_radius=1.5, seed=0)[0]
+    for key in ("image", "box_prob", "attributes"):
+        torch.testing.assert_close(item[key], explicit[key])
+    assert default._cache is None
+
+
+def test_the_scene_cache_keeps_decoded_scenes_and_preload_fills_it(synth_root, tmp_path):
+    import shutil
+
+    root = shutil.copytree(synth_root, tmp_path / "copy")
+    options = dict(augment=False, short_side=None)
+    cached, uncached = CityscapesDataset(root, "val", cache=True, **options), CityscapesDataset(root, "val", **options)
+    expected = [uncached[i] for i in range(len(uncached))]
+    cached.preload(threads=2)
+    instances = cached._cache[0][2]
+    assert instances.dtype == np.uint16  # Cityscapes ids fit 16 bits: half the memory of int32
+    shutil.move(root / "leftImg8bit", tmp_path / "moved")  # the files are gone: items come from memory
+    for index in range(len(cached)):
+        torch.testing.assert_close(cached[index]["image"], expected[index]["image"])
+        assert torch.equal(cached[index]["attributes"], expected[index]["attributes"])
+    with pytest.raises(FileNotFoundError, match="cannot read image"):
+        uncached[0]  # without the cache every item reads its files
+    with pytest.raises(ValueError, match="^preload needs a dataset made with cache=True$"):
+        uncached.preload()
+    # Without preload, a cached dataset keeps each scene from its first read.
+    shutil.move(tmp_path / "moved", root / "leftImg8bit")
+    lazy = CityscapesDataset(root, "val", cache=True, **options)
+    first = lazy[1]["image"]
+    shutil.move(root / "leftImg8bit", tmp_path / "moved")
+    torch.testing.assert_close(lazy[1]["image"], first)
+
+
+def test_a_crop_that_is_not_a_multiple_of_the_divisor_is_refused(synth_root):
+    for crop in ((100, 256), (128, 100)):
+        with pytest.raises(ValueError, match=rf"^crop size \({crop[0]}, {crop[1]}\) must be a multiple of 32$"):
+            CityscapesDataset(synth_root, "train", crop_size=crop)
+
+
+def test_readers_refuse_what_they_cannot_read_in_one_clear_error(synth_root, tmp_path):
+    from casnet_core.data import read_image
+
+    with pytest.raises(FileNotFoundError, match=r"^no images matching .*/leftImg8bit/test/\*/\*_leftImg8bit.png$"):
+        list_samples(synth_root, "test")
+    sample = list_samples(synth_root, "val")[0]
+    png = sample.image_path.read_bytes()
+    (tmp_path / "cut.png").write_bytes(png[: len(png) // 2])
+    with pytest.raises(FileNotFoundError, match=r"^cannot read image .*cut.png: truncated PNG \(no IEND chunk\)$"):
+        read_image(tmp_path / "cut.png")
+    with pytest.raises(FileNotFoundError, match=r"^cannot read image .*missing.png$"):
+        read_image(tmp_path / "missing.png")
+    # A JPEG has no IEND chunk and is complete: read as any image.
+    rgb = read_image(sample.image_path)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), rgb[..., ::-1])
+    assert read_image(tmp_path / "photo.jpg").shape == rgb.shape
+    # A colour picture where a label or instance map is expected.
+    with pytest.raises(FileNotFoundError, match=r"^cannot read a single-channel label image .*photo.jpg$"):
+        read_label_ids(tmp_path / "photo.jpg")
+    with pytest.raises(FileNotFoundError, match=r"^cannot read a single-channel instance image .*photo.jpg$"):
+        read_instance_ids(tmp_path / "photo.jpg")

@@ -87,7 +87,7 @@ def fallback_seeds(
         represented = torch.zeros(num_groups, dtype=torch.bool, device=orphans.device)
         represented[pair_groups[candidates]] = True
         orphan_groups = pair_groups[orphans]
-        group_best = torch.full((num_groups,), -1.0, device=orphans.device).scatter_reduce(
+        group_best = torch.full((num_groups,), -1.0, dtype=pair_scores.dtype, device=orphans.device).scatter_reduce(
             0, orphan_groups, pair_scores[orphans], "amax")
         missing = ~represented[orphan_groups] & (pair_scores[orphans] >= group_best[orphan_groups])
         orphans = torch.cat((candidates, orphans[missing]))

@@ -12,8 +12,10 @@ from casnet_core.postprocess.defaults import LOGIT_BOUND, VOID_CHANNEL
 
 
 def _bilinear_sources(size_out: int, size_in: int, cells_per_pixel: float, device: torch.device):
-    """Source cells and weight of bilinear interpolation (align_corners=False), as PyTorch computes them:
-    output pixel d reads cells i0 and i1 = i0 + 1 (clamped) at weight lam on i1."""
+    """Source cells and weight of bilinear interpolation (align_corners=False), PyTorch's formula: output pixel d
+    reads cells i0 and i1 = i0 + 1 (clamped) at weight lam on i1. In float64 where PyTorch uses float32: a
+    position on a cell is exactly on it here, while PyTorch may give the next cell a weight of ~1e-7, which changes
+    the argmax only where two classes tie exactly."""
     position = ((torch.arange(size_out, device=device, dtype=torch.float64) + 0.5) * cells_per_pixel - 0.5).clamp(min=0)
     first = position.floor()
     weight = (position - first).float()
@@ -39,8 +41,9 @@ def upsample_semantic(semantic_logits: Tensor, stride: int, output_size: tuple[i
     (near class borders, typically a few percent) are interpolated, in chunks of ``chunk_pixels``.
     """
     if void_cells is not None:
-        void_logit = torch.where(void_cells, LOGIT_BOUND, -LOGIT_BOUND).to(semantic_logits.dtype)[:, None]
-        semantic = upsample_semantic(torch.cat((semantic_logits, void_logit), dim=1), stride, output_size,
+        # In float32, as the interpolation below: +-LOGIT_BOUND would be +-inf in float16, and 0 * inf is NaN.
+        void_logit = torch.where(void_cells, LOGIT_BOUND, -LOGIT_BOUND).float()[:, None]
+        semantic = upsample_semantic(torch.cat((semantic_logits.float(), void_logit), dim=1), stride, output_size,
                                      input_scale, chunk_pixels=chunk_pixels)
         return semantic.masked_fill_(semantic == semantic_logits.shape[1], VOID_CHANNEL)
     batch, num_classes, h, w = semantic_logits.shape

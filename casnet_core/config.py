@@ -36,7 +36,8 @@ DEFAULTS: dict[str, Any] = {
     # attribute_loss, semantic_top_k, small_instance_*: see casnet_core.losses (paper: l1, 1.0, 1.0).
     "loss": {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "box_pos_weight": 1.0, "attribute_loss": "l1",
              "semantic_top_k": 1.0, "small_instance_weight": 1.0, "small_instance_area": 4096},
-    "solver": {"lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 24, "lr_steps": [18, 22],
+    # optimizer: sgd (the paper's, with momentum) or adamw (momentum is then Adam's beta1).
+    "solver": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 24, "lr_steps": [18, 22],
                "lr_factor": 0.1, "batch_size": 1, "accumulation": 1, "amp": True, "grad_clip": 10.0,
                # CUDA only: the autocast type of solver.amp (bfloat16 needs no loss scaling), and
                # channels_last memory format for the model and its inputs (tensor-core convolutions).
@@ -116,6 +117,7 @@ SCHEMA: dict[str, Spec] = {
     "loss.semantic_top_k": Spec(float, gt=0, le=1),
     "loss.small_instance_weight": Spec(float, gt=0),
     "loss.small_instance_area": Spec(int, ge=0),  # pixels of the training crop
+    "solver.optimizer": Spec(str, choices=("sgd", "adamw")),
     "solver.lr": Spec(float, gt=0),
     "solver.momentum": Spec(float, ge=0, lt=1),
     "solver.weight_decay": Spec(float, ge=0),

@@ -42,11 +42,20 @@ def test_loss_falls_on_a_short_cpu_run(synth_root, tmp_path):
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "config.yaml").is_file()
 
 
-def test_resume_continues_from_the_saved_step_as_if_never_stopped(synth_root, tmp_path):
-    config = load_config("config/synthetic_cpu.yaml", SMALL + ["solver.checkpoint_every=2"])
+# The optimizer state (SGD's momentum buffers, AdamW's moments and step counts) is part of the resume.
+@pytest.mark.parametrize("optimizer, state_key", [("sgd", "momentum_buffer"), ("adamw", "exp_avg_sq")])
+def test_resume_continues_from_the_saved_step_as_if_never_stopped(synth_root, tmp_path, optimizer, state_key):
+    settings = ["solver.checkpoint_every=2", f"solver.optimizer={optimizer}"]
+    if optimizer == "adamw":
+        settings += ["solver.lr=0.001", "solver.momentum=0.8"]
+    config = load_config("config/synthetic_cpu.yaml", SMALL + settings)
     train(config, synth_root, tmp_path / "straight", device="cpu", max_iters=4, progress=False)
     train(config, synth_root, tmp_path / "resumed", device="cpu", max_iters=2, progress=False)
-    assert read_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 2
+    half_way = read_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert half_way["step"] == 2
+    assert all(state_key in state for state in half_way["optimizer"]["state"].values())
+    if optimizer == "adamw":  # solver.momentum is Adam's beta1
+        assert tuple(half_way["optimizer"]["param_groups"][0]["betas"]) == (0.8, 0.999)
     train(config, synth_root, tmp_path / "resumed", device="cpu", max_iters=4, resume=True, progress=False)
     straight = read_checkpoint(tmp_path / "straight" / "model_final.pt")
     resumed = read_checkpoint(tmp_path / "resumed" / "model_final.pt")

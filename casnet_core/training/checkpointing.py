@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # for annotations only: the loop imports this module
     from casnet_core.training.loop import TrainingRun
 
 # Solver settings held by the optimizer and scheduler states of last.pt: a resume must not change them.
-RESUME_FIXED_SOLVER_KEYS = ("lr", "lr_steps", "lr_factor", "momentum", "weight_decay")
+RESUME_FIXED_SOLVER_KEYS = ("optimizer", "lr", "lr_steps", "lr_factor", "momentum", "weight_decay")
 # Files that make OUT "a run": never overwritten without --resume or --overwrite.
 RUN_FILES = ("last.pt", "best.pt", "model_final.pt", "log.jsonl")
 

@@ -33,6 +33,15 @@ from casnet_core.training.validation import validate_run, validation_samples
 LOSS_KEYS = ("loss", "semantic", "attributes", "box_prob")
 
 
+def build_optimizer(parameters, solver: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer of ``solver.optimizer``: SGD with momentum (the paper's) or AdamW (beta1 = momentum)."""
+    if solver["optimizer"] == "adamw":
+        return torch.optim.AdamW(parameters, lr=solver["lr"], betas=(solver["momentum"], 0.999),
+                                 weight_decay=solver["weight_decay"])
+    return torch.optim.SGD(parameters, lr=solver["lr"], momentum=solver["momentum"],
+                           weight_decay=solver["weight_decay"])
+
+
 class TrainingRun:
     """The state of one training process: model, optimizer, schedule, data, logging."""
 
@@ -74,8 +83,7 @@ class TrainingRun:
         self.steps_per_epoch = -(-len(self.dataset) // self.images_per_step)
         self.total_steps = max_iters or solver["epochs"] * self.steps_per_epoch
 
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=solver["lr"], momentum=solver["momentum"],
-                                         weight_decay=solver["weight_decay"])
+        self.optimizer = build_optimizer(self.model.parameters(), solver)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=[e * self.steps_per_epoch for e in solver["lr_steps"]],
             gamma=solver["lr_factor"])

@@ -37,8 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "loss": {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "box_pos_weight": 1.0, "attribute_loss": "l1",
              "semantic_top_k": 1.0, "small_instance_weight": 1.0, "small_instance_area": 4096},
     # optimizer: sgd (the paper's, with momentum) or adamw (momentum is then Adam's beta1).
-    "solver": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 24, "lr_steps": [18, 22],
-               "lr_factor": 0.1, "batch_size": 1, "accumulation": 1, "amp": True, "grad_clip": 10.0,
+    "solver": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 24,
+               "lr_steps": [18, 22], "lr_factor": 0.1, "batch_size": 1, "accumulation": 1, "amp": True,
+               "grad_clip": 10.0,
                # CUDA only: the autocast type of solver.amp (bfloat16 needs no loss scaling), and
                # channels_last memory format for the model and its inputs (tensor-core convolutions).
                "amp_dtype": "float16", "channels_last": False,

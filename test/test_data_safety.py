@@ -271,8 +271,8 @@ def one_step_run(tmp_path_factory):
     return base / "run", command
 
 
-@pytest.mark.parametrize("change", ["solver.optimizer=adamw", "solver.lr=0.5", "solver.momentum=0.5", "solver.weight_decay=0.5",
-                                    "solver.lr_steps=[1]"])
+@pytest.mark.parametrize("change", ["solver.optimizer=adamw", "solver.lr=0.5", "solver.momentum=0.5",
+                                    "solver.weight_decay=0.5", "solver.lr_steps=[1]"])
 def test_resume_refuses_a_changed_solver_setting(one_step_run, tmp_path, change, capsys):
     import shutil
 

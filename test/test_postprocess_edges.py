@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import casnet_core.postprocess.boxes as boxes_module
 from casnet_core.postprocess import (
@@ -66,6 +67,48 @@ def test_sanitize_heads_of_empty_and_single_value_heads():
     attributes, box_prob, nonfinite = sanitize_heads(torch.ones(1, 4, 1, 1), torch.tensor([NAN]).view(1, 1, 1, 1))
     assert nonfinite == 1
     assert box_prob.flatten().tolist() == [0.0]  # NaN: no evidence of a seed
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts the host's reads of device values: `bool(t)`, `int(t)`, `.item()`, and the ops whose output shape
+    depends on the values (nonzero, unique, masked_select). On a GPU each is a sync that stalls the launch
+    queue, so the post-processing should make few, and none per instance."""
+
+    READS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2", "unique_dim",
+             "unique_consecutive"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func.overloadpacket.__name__ in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_sanitizing_finite_heads_reads_the_device_once_per_function():
+    # Finite heads, the usual case: one host read answers "all finite?" for both box heads together, one for
+    # the semantic logits; the full counts are made only when that answer is no.
+    attributes, box_logits, logits = torch.rand(1, 4, 8, 8), torch.randn(1, 3, 8, 8), torch.randn(1, 5, 8, 8)
+    with _HostReads() as reads:
+        assert sanitize_heads(attributes, box_logits)[2] == 0
+    assert reads.count == 1
+    with _HostReads() as reads:
+        assert sanitize_semantic_logits(logits)[2] == 0
+    assert reads.count == 1
+
+
+def test_sanitize_heads_counts_each_head_on_its_own():
+    # One NaN attribute and two infinite box logits: 3 in all; the finite box head's values are untouched by
+    # the attributes' NaN, and the box probability of +inf is 1, of -inf 0.
+    attributes = torch.ones(1, 4, 2, 2)
+    attributes[0, 2, 1, 1] = NAN
+    box_logits = torch.zeros(1, 1, 2, 2)
+    box_logits[0, 0, 0, 0], box_logits[0, 0, 1, 0] = INF, -INF
+    attributes, box_prob, nonfinite = sanitize_heads(attributes, box_logits)
+    assert nonfinite == 3
+    assert attributes[0, 2].tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    assert box_prob[0, 0].tolist() == [[1.0, 0.5], [0.0, 0.5]]
 
 
 def test_sanitize_semantic_logits_of_empty_and_single_value_logits():
@@ -603,3 +646,41 @@ def test_bilinear_positions_are_exact_where_float32_would_round():
     # float32 weight on cell 2 would tip pixel 10 to class 1.
     logits = torch.tensor([[[[1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]]]])
     assert upsample_semantic(logits, 7, (1, 21))[0, 0, 10].item() == 0
+
+
+def _cars_in_a_row(count: int) -> dict[str, torch.Tensor]:
+    """Panoptic-mode heads (stride 4, the targets' own values) of ``count`` 12x12 cars in a row on road, each
+    in its own 16-pixel column: ``count`` instances, separate and easy."""
+    from casnet_core.labels import class_space
+    from casnet_core.targets import build_targets
+
+    label_ids = np.full((32, 16 * count), 7, dtype=np.uint8)  # road
+    instance_ids = label_ids.astype(np.int32)
+    for k in range(count):
+        label_ids[8:20, 16 * k + 2:16 * k + 14] = 26  # car
+        instance_ids[8:20, 16 * k + 2:16 * k + 14] = 26000 + k
+    targets = build_targets(label_ids, instance_ids, mode="panoptic", stride=4)
+    semantic = torch.from_numpy(targets["semantic"]).long()
+    num_classes = class_space("panoptic").num_classes
+    logits = torch.nn.functional.one_hot(semantic.clamp(max=num_classes - 1), num_classes).permute(2, 0, 1) * 10.0
+    box_prob = torch.from_numpy(targets["box_prob"]) * 0.9 + 0.05
+    return {"attributes": torch.from_numpy(targets["attributes"])[None], "box_logits": torch.logit(box_prob)[None],
+            "semantic_logits": logits[None].float()}
+
+
+def test_host_reads_of_the_post_processing_do_not_grow_with_the_instances():
+    # Each host read of a device value is a sync on a GPU; a read per seed or per instance (a Python loop over
+    # them) would make the post-processing slower with every car in view. 2 cars and 12 cars: the same reads.
+    from casnet_core.labels import class_space
+
+    space = class_space("panoptic")
+    reads, found = [], []
+    for count in (2, 12):
+        heads = _cars_in_a_row(count)
+        with _HostReads() as counter:
+            out = common_attribute_support(**heads, thing_classes=space.thing_classes, label_ids=space.label_ids,
+                                           stride=4, min_area=16, stuff_area=16)
+        reads.append(counter.count)
+        found.append(len(out.instance_ids))
+    assert found == [2, 12]
+    assert reads[0] == reads[1]

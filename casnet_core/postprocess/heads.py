@@ -21,14 +21,17 @@ from torch import Tensor
 from casnet_core.postprocess.defaults import LOGIT_BOUND
 
 
-def _count_nonfinite(values: Tensor, low: float, high: float) -> int:
-    """NaN / inf entries of ``values``; 0 without a full count when every entry lies in (low, high), which
-    one cheap min/max pass shows (NaN propagates through it)."""
+def _within(values: Tensor, low: float, high: float) -> Tensor:
+    """0-d bool tensor: every entry of ``values`` lies in (low, high); one min/max pass (NaN propagates through
+    it, so a NaN makes it False). Kept on the device: the caller decides when to read it (one host sync)."""
     if values.numel() == 0:
-        return 0
+        return torch.ones((), dtype=torch.bool, device=values.device)
     smallest, largest = torch.aminmax(values)
-    if bool(smallest > low) and bool(largest < high):
-        return 0
+    return (smallest > low) & (largest < high)
+
+
+def _count_nonfinite(values: Tensor) -> int:
+    """NaN / inf entries of ``values`` (a full count: only called once :func:`_within` found some)."""
     return int(values.numel() - torch.isfinite(values).sum())
 
 
@@ -46,8 +49,11 @@ def sanitize_heads(attributes: Tensor, box_logits: Tensor) -> tuple[Tensor, Tens
     """
     attributes, box_logits = attributes.float(), box_logits.float()
     box_prob = torch.sigmoid(box_logits)
-    nonfinite_attributes = _count_nonfinite(attributes, -float("inf"), float("inf"))
-    nonfinite_box = _count_nonfinite(box_logits, -float("inf"), float("inf"))
+    # One host sync for the usual case of finite heads (each sync stalls a GPU's launch queue).
+    all_finite = _within(attributes, -float("inf"), float("inf")) & _within(box_logits, -float("inf"), float("inf"))
+    if bool(all_finite):
+        return attributes, box_prob, 0
+    nonfinite_attributes, nonfinite_box = _count_nonfinite(attributes), _count_nonfinite(box_logits)
     if nonfinite_attributes:
         attributes = attributes.nan_to_num(nan=0.0)
     if nonfinite_box:
@@ -70,10 +76,9 @@ def sanitize_semantic_logits(semantic_logits: Tensor) -> tuple[Tensor, Tensor | 
     logits = semantic_logits.float()
     if logits.numel() == 0:
         return logits, None, 0
-    smallest, largest = torch.aminmax(logits)
-    if bool(smallest > -LOGIT_BOUND) and bool(largest < LOGIT_BOUND):
+    if bool(_within(logits, -LOGIT_BOUND, LOGIT_BOUND)):
         return logits, None, 0
-    nonfinite = int(logits.numel() - torch.isfinite(logits).sum())
+    nonfinite = _count_nonfinite(logits)
     logits = logits.nan_to_num(nan=-LOGIT_BOUND, posinf=LOGIT_BOUND, neginf=-LOGIT_BOUND)
     logits = logits.clamp(-LOGIT_BOUND, LOGIT_BOUND)
     void_cells = logits.amax(dim=1) <= -LOGIT_BOUND

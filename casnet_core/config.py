@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "solver": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 24,
                "lr_steps": [18, 22], "lr_factor": 0.1, "batch_size": 1, "accumulation": 1, "amp": True,
                "grad_clip": 10.0,
+               # A linear ramp of the lr from warmup_factor x lr to lr over the first warmup_steps steps
+               # (detectron2's WarmupMultiStepLR); 0: none, the paper's schedule.
+               "warmup_steps": 0, "warmup_factor": 0.001,
                # CUDA only: the autocast type of solver.amp (bfloat16 needs no loss scaling), and
                # channels_last memory format for the model and its inputs (tensor-core convolutions).
                "amp_dtype": "float16", "channels_last": False,
@@ -125,6 +128,8 @@ SCHEMA: dict[str, Spec] = {
     "solver.epochs": Spec(int, ge=1),
     "solver.lr_steps": Spec(list, item=int, ge=0),
     "solver.lr_factor": Spec(float, gt=0),
+    "solver.warmup_steps": Spec(int, ge=0),
+    "solver.warmup_factor": Spec(float, gt=0, le=1),
     "solver.batch_size": Spec(int, ge=1),
     "solver.accumulation": Spec(int, ge=1),
     "solver.amp": Spec(bool),

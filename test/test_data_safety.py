@@ -272,7 +272,8 @@ def one_step_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("change", ["solver.optimizer=adamw", "solver.lr=0.5", "solver.momentum=0.5",
-                                    "solver.weight_decay=0.5", "solver.lr_steps=[1]"])
+                                    "solver.weight_decay=0.5", "solver.lr_steps=[1]", "solver.warmup_steps=5",
+                                    "solver.warmup_factor=0.5"])
 def test_resume_refuses_a_changed_solver_setting(one_step_run, tmp_path, change, capsys):
     import shutil
 
@@ -284,3 +285,25 @@ def test_resume_refuses_a_changed_solver_setting(one_step_run, tmp_path, change,
     line = one_error_line(capsys, "train")
     assert change.split("=")[0] in line
     assert (out / "config.yaml").read_bytes() == config_before and tree_digest(out / "last.pt") == last_before
+
+
+def test_a_run_saved_before_the_warmup_setting_existed_resumes_as_a_run_without_one(one_step_run, tmp_path, capsys):
+    # last.pt of an earlier release: its training config has no solver.warmup_steps / warmup_factor (nor
+    # optimizer). Such a run had no warm-up (today's default): resuming with the defaults goes on, resuming with a
+    # warm-up is refused, as for any changed schedule setting.
+    import shutil
+
+    from casnet_core.checkpoint import read_checkpoint
+
+    run, command = one_step_run
+    out = shutil.copytree(run, tmp_path / "run")
+    state = read_checkpoint(out / "last.pt")
+    for key in ("warmup_steps", "warmup_factor", "optimizer"):
+        del state["train_config"]["solver"][key]
+    torch.save(state, out / "last.pt")
+    capsys.readouterr()
+    assert main([*command, "--out", str(out), "--max-iters", "2", "--resume", *TINY_TRAIN,
+                 "solver.warmup_steps=5"]) == 2
+    assert "solver.warmup_steps is 5 here but 0 in the run of" in one_error_line(capsys, "train")
+    assert main([*command, "--out", str(out), "--max-iters", "2", "--resume", *TINY_TRAIN]) == 0
+    assert read_checkpoint(out / "last.pt")["step"] == 2

@@ -7,8 +7,9 @@ import torch
 
 from casnet_core.checkpoint import load_model, read_checkpoint
 from casnet_core.cli import main as casnet
-from casnet_core.config import load_config
+from casnet_core.config import DEFAULTS, load_config
 from casnet_core.train import train
+from casnet_core.training.loop import build_scheduler
 
 SMALL = [
     "model.fusion_channels=32", "model.head_channels=16",
@@ -42,10 +43,14 @@ def test_loss_falls_on_a_short_cpu_run(synth_root, tmp_path):
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "config.yaml").is_file()
 
 
-# The optimizer state (SGD's momentum buffers, AdamW's moments and step counts) is part of the resume.
-@pytest.mark.parametrize("optimizer, state_key", [("sgd", "momentum_buffer"), ("adamw", "exp_avg_sq")])
-def test_resume_continues_from_the_saved_step_as_if_never_stopped(synth_root, tmp_path, optimizer, state_key):
-    settings = ["solver.checkpoint_every=2", f"solver.optimizer={optimizer}"]
+# The optimizer state (SGD's momentum buffers, AdamW's moments and step counts) is part of the resume, and so is
+# the lr schedule: stopped at step 2 of a 3-step warm-up, the resumed run goes on with the ramp.
+@pytest.mark.parametrize("optimizer, state_key, warmup_steps", [
+    ("sgd", "momentum_buffer", 0), ("adamw", "exp_avg_sq", 0), ("adamw", "exp_avg_sq", 3)])
+def test_resume_continues_from_the_saved_step_as_if_never_stopped(synth_root, tmp_path, optimizer, state_key,
+                                                                  warmup_steps):
+    settings = ["solver.checkpoint_every=2", f"solver.optimizer={optimizer}", f"solver.warmup_steps={warmup_steps}",
+                "solver.warmup_factor=0.25"]
     if optimizer == "adamw":
         settings += ["solver.lr=0.001", "solver.momentum=0.8"]
     config = load_config("config/synthetic_cpu.yaml", SMALL + settings)
@@ -62,9 +67,30 @@ def test_resume_continues_from_the_saved_step_as_if_never_stopped(synth_root, tm
     assert resumed["step"] == 4
     for key, value in straight["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
-    # The resumed run logged steps 3 and 4 only after its first two.
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]
+    # The resumed run logged steps 3 and 4 only after its first two, at the lr of the uninterrupted run.
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+            for name in ("straight", "resumed")}
+    assert [row["step"] for row in rows["resumed"]] == [1, 2, 3, 4]
+    assert [row["lr"] for row in rows["resumed"]] == pytest.approx([row["lr"] for row in rows["straight"]])
+
+
+def test_warmup_ramps_the_lr_linearly_then_the_steps_apply():
+    # lr 1, warm-up from 0.2 over 4 steps, epochs of 3 steps, x0.1 at epochs 2 and 3 (steps 6 and 9): the lr
+    # of each of the first 11 optimizer steps.
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1.0)
+    solver = {**DEFAULTS["solver"], "warmup_steps": 4, "warmup_factor": 0.2, "lr_steps": [2, 3]}
+    scheduler = build_scheduler(optimizer, solver, steps_per_epoch=3)
+    lrs = []
+    for _ in range(11):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01, 0.01])
+    # Without a warm-up: the paper's steps alone, from the first step.
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = build_scheduler(optimizer, {**solver, "warmup_steps": 0}, steps_per_epoch=3)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR)
 
 
 def test_resume_without_a_checkpoint_fails_clearly(synth_root, tmp_path):

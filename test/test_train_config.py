@@ -57,6 +57,8 @@ def test_nullable_values_and_lists():
     ("solver.amp=maybe", "solver.amp must be true or false, got 'maybe'"),
     ("solver.momentum=1", "solver.momentum must be a number >= 0 and < 1, got 1"),
     ("solver.optimizer=adam", "solver.optimizer must be one of sgd, adamw, got 'adam'"),
+    ("solver.warmup_steps=-1", "solver.warmup_steps must be an integer >= 0, got -1"),
+    ("solver.warmup_factor=0", "solver.warmup_factor must be a number > 0 and <= 1, got 0"),
     ("solver.lr_steps=[22,18]", "solver.lr_steps must be in increasing order"),
     ("data.crop_size=[640]", "data.crop_size must be a list of 2 integers, each >= 1, got [640]"),
     ("data.crop_size=null", "data.crop_size must be a list of 2 integers, each >= 1, got None"),

@@ -178,6 +178,21 @@ def test_validation_logs_pq_and_keeps_the_best_checkpoint(tiny_root, tmp_path):
     load_model(tmp_path / "best.pt")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_validation_leaves_the_model_in_the_runs_memory_format(tiny_root, tmp_path, channels_last):
+    # The Predictor of the validation turns a CUDA model to channels_last in place; the steps after a
+    # validation must train in the run's own format (DDP's gradient buckets expect the same on every rank).
+    # The saved weights keep the strides they had, so last.pt (after the validation of step 1) shows it.
+    config = _config("solver.batch_size=3", "solver.eval_every=1", "solver.eval_images=1",
+                     f"solver.channels_last={str(channels_last).lower()}")
+    train(config, tiny_root, tmp_path, device="cuda", max_iters=2, progress=False)
+    weights = [w for w in read_checkpoint(tmp_path / "last.pt")["model"].values() if w.dim() == 4 and
+               w.shape[2] * w.shape[3] > 1]  # a 1x1 kernel is contiguous in both formats
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert weights and all(w.is_contiguous(memory_format=fmt) for w in weights)
+
+
 def test_the_best_checkpoint_is_the_highest_validation_pq(tiny_root, synth_root, tmp_path):
     # The default model fine-tuned on tiny crops at a high lr: its PQ on a 256x512 validation scene moves from
     # one validation to the next (measured 0.158, 0.162, 0.155), so best.pt is neither a tie nor simply the

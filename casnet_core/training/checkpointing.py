@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from casnet_core.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from casnet_core.config import DEFAULTS
 from casnet_core.formats import partial_writes
 from casnet_core.training.setup import TrainingError
 
@@ -21,7 +22,8 @@ if TYPE_CHECKING:  # for annotations only: the loop imports this module
     from casnet_core.training.loop import TrainingRun
 
 # Solver settings held by the optimizer and scheduler states of last.pt: a resume must not change them.
-RESUME_FIXED_SOLVER_KEYS = ("optimizer", "lr", "lr_steps", "lr_factor", "momentum", "weight_decay")
+RESUME_FIXED_SOLVER_KEYS = ("optimizer", "lr", "lr_steps", "lr_factor", "momentum", "weight_decay", "warmup_steps",
+                            "warmup_factor")
 # Files that make OUT "a run": never overwritten without --resume or --overwrite.
 RUN_FILES = ("last.pt", "best.pt", "model_final.pt", "log.jsonl")
 
@@ -81,12 +83,16 @@ def load_init_weights(run: TrainingRun, path: str | os.PathLike) -> None:
 def check_solver(run: TrainingRun, saved: dict[str, Any]) -> None:
     """The optimizer and schedule states of last.pt carry these settings: a changed one would be silently
     ignored by the resumed run while config.yaml claimed it, so it is refused."""
+    if not saved:
+        return  # a checkpoint without its training config: nothing to compare
     for key in RESUME_FIXED_SOLVER_KEYS:
-        if key in saved and saved[key] != run.solver[key]:
+        # A key the run's release did not have yet: that run used what is now its default.
+        saved_value = saved.get(key, DEFAULTS["solver"][key])
+        if saved_value != run.solver[key]:
             raise TrainingError(
-                f"solver.{key} is {run.solver[key]!r} here but {saved[key]!r} in the run of {run.last_path}: "
+                f"solver.{key} is {run.solver[key]!r} here but {saved_value!r} in the run of {run.last_path}: "
                 f"--resume continues with the optimizer and schedule as they were; set solver.{key}="
-                f"{saved[key]!r} again, or start a new OUT (--init {run.last_path} keeps the weights)")
+                f"{saved_value!r} again, or start a new OUT (--init {run.last_path} keeps the weights)")
 
 
 def check_schedule(run: TrainingRun, saved: dict[str, Any]) -> None:

@@ -42,6 +42,21 @@ def build_optimizer(parameters, solver: dict[str, Any]) -> torch.optim.Optimizer
                            weight_decay=solver["weight_decay"])
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, solver: dict[str, Any],
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The lr schedule, stepped once per optimizer step: x ``lr_factor`` at each epoch of ``lr_steps``, after a
+    linear warm-up from ``warmup_factor`` x lr over ``warmup_steps`` steps when there is one (a fresh optimizer on
+    trained weights, as with --init and AdamW, otherwise takes full-size steps on moments it has not estimated
+    yet, and undoes much of what the weights knew)."""
+    steps = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=[e * steps_per_epoch for e in solver["lr_steps"]], gamma=solver["lr_factor"])
+    if not solver["warmup_steps"]:
+        return steps  # the schedule (and last.pt's scheduler state) of runs before the warm-up existed
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=solver["warmup_factor"],
+                                               total_iters=solver["warmup_steps"])
+    return torch.optim.lr_scheduler.ChainedScheduler([warmup, steps])
+
+
 class TrainingRun:
     """The state of one training process: model, optimizer, schedule, data, logging."""
 
@@ -84,9 +99,7 @@ class TrainingRun:
         self.total_steps = max_iters or solver["epochs"] * self.steps_per_epoch
 
         self.optimizer = build_optimizer(self.model.parameters(), solver)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=[e * self.steps_per_epoch for e in solver["lr_steps"]],
-            gamma=solver["lr_factor"])
+        self.scheduler = build_scheduler(self.optimizer, solver, self.steps_per_epoch)
         self.use_amp = solver["amp"] and device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if solver["amp_dtype"] == "bfloat16" else torch.float16
         # bfloat16 has float32's range: no loss scaling.

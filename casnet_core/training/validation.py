@@ -51,6 +51,9 @@ def validate_run(run: TrainingRun) -> dict[str, float] | None:
     metrics = None
     if run.is_main:
         metrics = validate(run.bare_model, run.val_samples, device=run.device)
+        # The Predictor puts a CUDA model in channels_last, in place: training goes on in its own memory format
+        # (and on every rank in the same one, as DDP's gradient buckets expect).
+        run.bare_model.to(memory_format=torch.channels_last if run.channels_last else torch.contiguous_format)
         run.train_mode()
         run.logger.log({"step": run.step, **{f"val_{k}": v for k, v in metrics.items()}})
         # Instance mode predicts no stuff: its PQ is over things only.

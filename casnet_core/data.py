@@ -131,8 +131,10 @@ class CityscapesDataset(Dataset):
         targets: bool = True,
         cache: bool = False,
         small_instance_area: int | None = None,
+        photometric: bool = False,
     ) -> None:
         self.samples = list_samples(root, split)
+        self.photometric = photometric
         self.targets = targets
         self.small_instance_area = small_instance_area
         self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] | None = \
@@ -211,14 +213,36 @@ class CityscapesDataset(Dataset):
                 image, labels, instances, int(rng.integers(self.short_side[0], self.short_side[1] + 1))
             )
         crop_h, crop_w = self.crop_size
-        image, labels, instances = _pad_to(image, labels, instances, max(crop_h, labels.shape[0]), max(crop_w, labels.shape[1]))
+        image, labels, instances = _pad_to(image, labels, instances, max(crop_h, labels.shape[0]),
+                                           max(crop_w, labels.shape[1]))
         top = int(rng.integers(0, labels.shape[0] - crop_h + 1))
         left = int(rng.integers(0, labels.shape[1] - crop_w + 1))
         window = (slice(top, top + crop_h), slice(left, left + crop_w))
         image, labels, instances = image[window], labels[window], instances[window]
         if self.flip and rng.random() < 0.5:
             image, labels, instances = image[:, ::-1], labels[:, ::-1], instances[:, ::-1]
+        if self.photometric:
+            image = photometric_augment(np.ascontiguousarray(image), rng)
         return np.ascontiguousarray(image), np.ascontiguousarray(labels), np.ascontiguousarray(instances)
+
+
+def photometric_augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) uint8 RGB with random brightness, contrast and saturation (x0.7..1.3 each), and, each with
+    probability 0.3, Gaussian blur (sigma 0.3..1.5 px), Gaussian noise (sigma 2..8 levels) and JPEG compression
+    (quality 40..90): a camera's look, which generated scenes lack. Labels are unchanged; returns a new array."""
+    out = image.astype(np.float32)
+    gray = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    out = gray[..., None] + (out - gray[..., None]) * rng.uniform(0.7, 1.3)  # saturation
+    out = (out - gray.mean()) * rng.uniform(0.7, 1.3) + gray.mean() * rng.uniform(0.7, 1.3)  # contrast, brightness
+    if rng.random() < 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=float(rng.uniform(0.3, 1.5)))
+    if rng.random() < 0.3:
+        out = out + rng.normal(0.0, rng.uniform(2.0, 8.0), size=out.shape).astype(np.float32)
+    out = np.clip(out, 0, 255).round().astype(np.uint8)
+    if rng.random() < 0.3:
+        ok, encoded = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 91))])
+        out = np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]) if ok else out
+    return out
 
 
 def _resize_short_side(image, labels, instances, short: int):

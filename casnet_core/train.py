@@ -53,7 +53,9 @@ from casnet_core.training.checkpointing import (
     load_init_weights,
     load_scaler_state,
 )
-from casnet_core.training.loop import TrainingRun, agree_on_losses, loss_options
+from casnet_core.training import loop
+from casnet_core.training.loop import agree_on_losses, loss_options
+from casnet_core.training.run import TrainingRun
 from casnet_core.training.schedule import epoch_batches
 from casnet_core.training.setup import TrainingError, process_device, rank_device
 from casnet_core.training.validation import validate
@@ -114,12 +116,12 @@ def train(
         run = TrainingRun(config, data_root, val_root or data_root, out_dir, torch_device, max_iters=max_iters,
                           progress=progress)
         if resume:
-            run.resume()
+            loop.resume(run)
         else:
             if init is not None:
                 load_init_weights(run, init)
-            run.start(overwrite=overwrite)
-        final = run.train()
+            loop.start(run, overwrite=overwrite)
+        final = loop.train(run)
         if distributed:
             dist.barrier()
         return final

@@ -12,7 +12,8 @@
 #        VAL_IMAGES (50), WORKERS (CPU count, for `casnet synth`), CONFIG (config/synthetic_default.yaml),
 #        INIT (none: random weights; e.g. casnet_core/models/casnet_default.pt), HEIGHT x WIDTH of the scenes
 #        (512 x 1024), OVERRIDES (more KEY=VALUE config overrides, space-separated),
-#        TRAIN_SECONDS: instead of STEPS, time a 40-step probe and choose STEPS to fill this many seconds.
+#        TRAIN_SECONDS: instead of STEPS, time a 40-step probe and choose STEPS to fill this many seconds,
+#        RESUME (0; 1: continue OUT/run from its last.pt, e.g. after the session that ran it ended).
 set -euo pipefail
 OUT=${1:?usage: train_default_model.sh OUT [STEPS]}
 STEPS=${2:-}
@@ -59,7 +60,9 @@ steps_per_epoch = max(1, -(-$TRAIN_IMAGES // $BATCH))
 epochs = max(1, round($STEPS / steps_per_epoch))
 print(epochs, max(1, round(0.8 * epochs)), max(1, round(0.95 * epochs)))")
 echo "training $STEPS steps: $EPOCHS epochs, lr steps at epochs $STEP1 and $STEP2"
-$CASNET train --config "$CONFIG" --data "$OUT/data" --out "$OUT/run" --device "$DEVICE" --max-iters "$STEPS" --overwrite \
+START=--overwrite
+[ "${RESUME:-0}" = 1 ] && [ -f "$OUT/run/last.pt" ] && START=--resume
+$CASNET train --config "$CONFIG" --data "$OUT/data" --out "$OUT/run" --device "$DEVICE" --max-iters "$STEPS" "$START" \
   ${INIT_ARGS[@]+"${INIT_ARGS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"} solver.epochs="$EPOCHS" "solver.lr_steps=[$STEP1,$STEP2]"
 $PYTHON - "$OUT/run/model_final.pt" "$OUT/casnet_default.pt" <<'EOF'
 import sys

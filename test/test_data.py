@@ -372,3 +372,25 @@ def test_readers_refuse_what_they_cannot_read_in_one_clear_error(synth_root, tmp
         read_label_ids(tmp_path / "photo.jpg")
     with pytest.raises(FileNotFoundError, match=r"^cannot read a single-channel instance image .*photo.jpg$"):
         read_instance_ids(tmp_path / "photo.jpg")
+
+
+def test_photometric_augmentation_changes_the_look_not_the_labels(synth_root):
+    from casnet_core.data import photometric_augment
+
+    kwargs = dict(short_side=None, crop_size=(256, 512), flip=False, seed=3)
+    plain = CityscapesDataset(synth_root, "train", **kwargs)
+    jittered = CityscapesDataset(synth_root, "train", photometric=True, **kwargs)
+    changed = []
+    for index in range(len(plain)):
+        a, b = plain[index], jittered[index]
+        for key in ("semantic", "attributes", "box_prob", "thing_mask"):
+            assert torch.equal(a[key], b[key]), key  # the geometry and the targets are untouched
+        assert b["image"].shape == a["image"].shape and b["image"].min() >= 0 and b["image"].max() <= 255
+        changed.append(float((a["image"] - b["image"]).abs().mean()))
+    assert min(changed) > 1.0, changed  # every image's look changed (brightness alone moves it by levels)
+    assert torch.equal(jittered[0]["image"], jittered[0]["image"])  # drawn from (seed, epoch, index): repeatable
+    # Each element can be seen on its own: a uniform grey image keeps no structure it did not have, and the
+    # output is a new uint8 array of the same shape (the cached scene is never written to).
+    grey = np.full((32, 64, 3), 128, np.uint8)
+    out = photometric_augment(grey, np.random.default_rng(0))
+    assert out.dtype == np.uint8 and out.shape == grey.shape and out is not grey and (grey == 128).all()

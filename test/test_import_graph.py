@@ -27,22 +27,16 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in sorted(PACKAGE_DIR.rglob("*.py"))}
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _imports(name: str, path: Path, known: set[str]) -> tuple[set[str], set[str]]:
     """(modules of casnet_core that ``name`` imports anywhere in its file, top-level names of every import).
 
-    Imports inside functions count: they still close a cycle, only later. Imports under ``if TYPE_CHECKING:``
-    never run, so they close no cycle (annotations only), but they still count for the ROS check.
+    Imports inside functions count: they still close a cycle, only later. So do imports under
+    ``if TYPE_CHECKING:``: they never run, but a cycle of annotations is still two modules that each need the
+    other (the design rule is one-way dependencies, not "no cycle at run time").
     """
     is_package = path.name == "__init__.py"
     internal, top_levels = set(), set()
     tree = ast.parse(path.read_text(), filename=str(path))
-    type_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
-                 for statement in node.body for inner in ast.walk(statement)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -58,7 +52,7 @@ def _imports(name: str, path: Path, known: set[str]) -> tuple[set[str], set[str]
             continue
         for target in targets:
             top_levels.add(target.split(".")[0])
-            if target in known and target != name and id(node) not in type_only:
+            if target in known and target != name:
                 internal.add(target)
     return internal, top_levels
 
@@ -117,13 +111,23 @@ def test_casnet_core_never_imports_ros():
     assert not offending, f"casnet_core imports ROS packages: {offending}"
 
 
-def test_only_annotation_imports_are_left_out_of_the_cycle_graph(tmp_path):
-    # training.checkpointing names loop.TrainingRun in annotations while loop imports checkpointing: no cycle at
-    # run time. A real import of the same module, at the top or inside a function, still counts.
+def test_annotation_and_function_imports_count_in_the_cycle_graph(tmp_path):
+    # An import under TYPE_CHECKING (for annotations) is a dependency like any other: the training rooms once
+    # named loop.TrainingRun that way while loop imported them. Imports inside functions count too.
     source = tmp_path / "mod.py"
     known = {"pkg.a", "pkg.b", "pkg.c", "pkg.mod"}
     source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n    import rclpy\n"
                       "from pkg import b\ndef f():\n    from pkg import c\n")
     internal, top_levels = _imports("pkg.mod", source, known)
-    assert internal == {"pkg.b", "pkg.c"}
+    assert internal == {"pkg.a", "pkg.b", "pkg.c"}
     assert "rclpy" in top_levels  # a type-only import of ROS is still an import of ROS for the library
+
+
+def test_the_training_rooms_depend_one_way():
+    # The run's state (training.run) is below the rooms that read it; the loop is above them all.
+    graph, _ = _import_graph()
+    rooms = {f"casnet_core.training.{name}" for name in ("loop", "checkpointing", "schedule", "validation")}
+    assert not graph["casnet_core.training.run"] & rooms
+    for room in rooms - {"casnet_core.training.loop"}:
+        assert "casnet_core.training.run" in graph[room] and "casnet_core.training.loop" not in graph[room]
+    assert rooms - {"casnet_core.training.loop"} <= graph["casnet_core.training.loop"]

@@ -9,7 +9,7 @@ from casnet_core.checkpoint import load_model, read_checkpoint
 from casnet_core.cli import main as casnet
 from casnet_core.config import DEFAULTS, load_config
 from casnet_core.train import train
-from casnet_core.training.loop import build_scheduler
+from casnet_core.training.run import build_scheduler
 
 SMALL = [
     "model.fusion_channels=32", "model.head_channels=16",

@@ -7,7 +7,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,14 +16,14 @@ import torch.distributed as dist
 from casnet_core.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from casnet_core.config import DEFAULTS
 from casnet_core.formats import partial_writes
+from casnet_core.model import complete_config
+from casnet_core.training.run import TrainingRun
 from casnet_core.training.setup import TrainingError
 
-if TYPE_CHECKING:  # for annotations only: the loop imports this module
-    from casnet_core.training.loop import TrainingRun
 
 # Solver settings held by the optimizer and scheduler states of last.pt: a resume must not change them.
 RESUME_FIXED_SOLVER_KEYS = ("optimizer", "lr", "lr_steps", "lr_factor", "momentum", "weight_decay", "warmup_steps",
-                            "warmup_factor")
+                            "warmup_factor", "backbone_lr_factor")
 # Files that make OUT "a run": never overwritten without --resume or --overwrite.
 RUN_FILES = ("last.pt", "best.pt", "model_final.pt", "log.jsonl")
 
@@ -47,7 +47,7 @@ def load_last(run: TrainingRun) -> None:
     """The state of ``run`` (weights, optimizer, schedule, step, best PQ, random states) from its last.pt, after
     checking that the run can go on with it (same model, schedule and solver settings)."""
     state = read_checkpoint(run.last_path, map_location="cpu")
-    if state["config"] != run.model.config:
+    if complete_config(state["config"]) != run.model.config:
         raise CheckpointError(f"{run.last_path} was trained with model {state['config']}, "
                               f"not {run.model.config}: change the model config back or start a new OUT")
     check_schedule(run, state.get("schedule", {}))
@@ -72,7 +72,7 @@ def load_init_weights(run: TrainingRun, path: str | os.PathLike) -> None:
         raise CheckpointError(f"--init {path} predicts the {state.get('mode')!r} class space "
                               f"({len(state.get('class_names', []))} classes), this run trains {classes.mode!r} "
                               f"({len(classes.names)} classes): give a checkpoint of the same class space")
-    if state["config"] != run.model.config:
+    if complete_config(state["config"]) != run.model.config:
         raise CheckpointError(f"--init {path} holds the model {state['config']}, the config builds "
                               f"{run.model.config}: set the config's model section to the checkpoint's")
     run.model.load_state_dict(state["model"])

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from casnet_core.data import CityscapesDataset
-
-if TYPE_CHECKING:  # for annotations only: the loop imports this module
-    from casnet_core.training.loop import TrainingRun
+from casnet_core.training.run import TrainingRun
 
 
 def epoch_batches(
@@ -61,6 +59,20 @@ class RunBatches:
         self.run, self.start = run, start
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for epoch, micro_batches in self.run.schedule(self.start):
+        for epoch, micro_batches in run_steps(self.run, self.start):
             for micro in micro_batches:
                 yield [(epoch, index) for index in micro]
+
+
+def run_steps(run: TrainingRun, start: int) -> Iterator[tuple[int, list[list[int]]]]:
+    """(epoch, micro-batches of image indices) of each step of this process from step ``start`` to the end."""
+    step = start
+    while step < run.total_steps:
+        epoch, step_in_epoch = divmod(step, run.steps_per_epoch)
+        for micro_batches in epoch_batches(len(run.dataset), batch_size=run.batch_size,
+                                           accumulation=run.accumulation, world=run.world, rank=run.rank,
+                                           seed=run.seed, epoch=epoch)[step_in_epoch:]:
+            if step >= run.total_steps:
+                return
+            yield epoch, micro_batches
+            step += 1

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from casnet_core.data import CityscapesDataset
+from casnet_core.data import CityscapesDataset, Sample, list_samples
 from casnet_core.predictor import resolve_device
 
 
@@ -48,7 +48,7 @@ def use_device_targets(data_cfg: dict[str, Any], device: torch.device) -> bool:
 def training_dataset(data_root: str | os.PathLike, config: dict[str, Any], model, *, seed: int,
                      device: torch.device) -> CityscapesDataset:
     """The augmented training set; its items carry the targets (built by the workers), or the ground truth for
-    targets built on the training device (``TrainingRun._targets``, ``data.device_targets``)."""
+    targets built on the training device (``loop.batch_targets``, ``data.device_targets``)."""
     root = Path(data_root)
     data_cfg, loss = config["data"], config["loss"]
     if not root.is_dir():
@@ -57,6 +57,7 @@ def training_dataset(data_root: str | os.PathLike, config: dict[str, Any], model
         dataset = CityscapesDataset(
             root, data_cfg["train_split"], mode=model.class_space.mode, stride=model.output_stride, augment=True,
             short_side=data_cfg["short_side"], crop_size=data_cfg["crop_size"], flip=data_cfg["flip"],
+            photometric=data_cfg["photometric"],
             center_radius=data_cfg["center_radius"], size_divisor=model.size_divisor, seed=seed,
             targets=not use_device_targets(data_cfg, device), cache=data_cfg["cache"],
             small_instance_area=loss["small_instance_area"] if loss["small_instance_weight"] != 1.0 else None)
@@ -69,3 +70,12 @@ def training_dataset(data_root: str | os.PathLike, config: dict[str, Any], model
         raise TrainingError(f"--data {root}: {len(missing)} of {len(dataset)} training images have no gtFine "
                             f"labels, e.g. {missing[0].label_ids_path}")
     return dataset
+
+
+def validation_samples(data_root: str | os.PathLike, split: str | None, count: int) -> list[Sample]:
+    if split is None:
+        return []
+    try:
+        return list_samples(data_root, split)[:count]
+    except FileNotFoundError:
+        return []

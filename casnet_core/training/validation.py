@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import math
-import os
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
 
 from casnet_core.checkpoint import save_checkpoint
-from casnet_core.data import Sample, list_samples, read_image, read_instance_ids, read_label_ids
+from casnet_core.data import Sample, read_image, read_instance_ids, read_label_ids
 from casnet_core.evaluation import mean_iou, panoptic_quality
 from casnet_core.predictor import Predictor
-
-if TYPE_CHECKING:  # for annotations only: the loop imports this module
-    from casnet_core.training.loop import TrainingRun
+from casnet_core.training.run import TrainingRun
 
 
 def validate(model, samples: Sequence[Sample], *, device: torch.device) -> dict[str, float]:
@@ -35,15 +32,6 @@ def validate(model, samples: Sequence[Sample], *, device: torch.device) -> dict[
     metrics["mIoU"] = mean_iou(semantic, gt_semantic, classes)
     metrics["images"] = len(samples)
     return metrics
-
-
-def validation_samples(data_root: str | os.PathLike, split: str | None, count: int) -> list[Sample]:
-    if split is None:
-        return []
-    try:
-        return list_samples(data_root, split)[:count]
-    except FileNotFoundError:
-        return []
 
 
 def validate_run(run: TrainingRun) -> dict[str, float] | None:

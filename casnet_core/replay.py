@@ -293,9 +293,8 @@ def _main(args: argparse.Namespace) -> int:
             predictor = Predictor.from_checkpoint(str(checkpoint), device=str(device), **thresholds_from_args(args))
             metrics = replay(args.bag, args.out, predictor, image_topic=single_image_topic(args.image_topic),
                              gt_topic=args.gt_topic, cameras=cameras, max_frames=args.frames, storage=args.storage,
-                             overwrite=args.overwrite,
-                             checkpoint=checkpoint, info={"checkpoint": str(checkpoint), "device": str(predictor.device),
-                                                          "mode": mode})
+                             overwrite=args.overwrite, checkpoint=checkpoint,
+                             info={"checkpoint": str(checkpoint), "device": str(predictor.device), "mode": mode})
     except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ its output is in ``DIR/casnet_node.log``.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import signal
 import struct
@@ -500,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    # The panoptic evaluator's worker pool must not fork this process: a child forked while DDS (and onnxruntime)
+    # threads hold locks can wait on them forever (seen: `make demo` hung in evaluation). forkserver forks from a
+    # fresh server process instead.
+    multiprocessing.set_start_method("forkserver", force=True)
     signals = _StopOnSignals()
     try:
         with signals:

@@ -32,8 +32,8 @@ CAMERAS = "cameras"
 CAMERA_TOPIC_SUFFIX = ".image_topic"
 # Read at configure only.
 CONFIGURE_TIME_PARAMETERS = ("checkpoint", "device", "precision", "cuda_graph", "backend", "mode", "input_height",
-                             "input_width", "max_input_size", "input_reliability", "subscribe_compressed", "diagnostics_period",
-                             "batch_timeout_ms", CAMERAS)
+                             "input_width", "max_input_size", "input_reliability", "subscribe_compressed",
+                             "diagnostics_period", "batch_timeout_ms", CAMERAS)
 CHOICES = {"mode": ("", "panoptic", "instance"), "input_reliability": ("best_effort", "reliable"),
            "backend": ("auto", "torch", "onnxruntime"), "precision": tuple(PRECISIONS)}
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -236,7 +236,7 @@ def check_topic(parameter: str, topic: str) -> str | None:
         try:
             validate_topic_name(name)
         except InvalidTopicNameException as error:
-            detail = str(error).splitlines()[0]
+            detail = str(error).splitlines()[0].rstrip(":")
             return f"{parameter}: {topic!r} is not a valid ROS topic name ({detail})"
     return None
 

@@ -50,7 +50,7 @@ test: setup
 	$(PY) -m pytest -q test
 
 demo: setup
-	bash scripts/demo.sh
+	VENV=$(VENV) bash scripts/demo.sh
 
 bench: setup
 	$(PY) bench/bench_model.py

@@ -8,7 +8,8 @@ The contract of the file, for onnxruntime, TensorRT or any other runtime:
 
 * input ``images``: (N, 3, H, W) float32, RGB, values 0..255 (the normalisation is inside the network);
   N, H and W are dynamic; H and W must be multiples of the ``size_divisor`` metadata (pad at the bottom
-  and right with the ``pixel_mean`` colour, as ``Predictor`` does). The Predictor feeds N = 1.
+  and right with the ``pixel_mean`` colour, as ``Predictor`` does). ``Predictor.predict`` feeds N = 1,
+  ``Predictor.predict_batch`` N > 1 (the images of one size of a batch, e.g. one frame per camera).
 * outputs, s being the ``output_stride`` metadata:
   ``semantic`` (N, C, H/s, W/s) class logits (absent for a model without semantic head, "separated" mode),
   ``attributes`` (N, 4, H/s, W/s) distances (l, t, r, b) to the instance box borders, in strides,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from casnet_core.cuda_graphs import CapturedGraph, CudaGraphs
 from casnet_core.postprocess import DEFAULT_THRESHOLDS, common_attribute_support
 
 
@@ -52,8 +53,6 @@ BACKENDS = ("torch", "onnxruntime")
 #: dtype of the torch backend's weights and activations. Half precision casts the weights (and, on CUDA, uses the
 #: channels_last layout) rather than autocasting: at batch 1 autocast's per-op casts cost more than they save.
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-#: Input shapes whose CUDA graph is kept at most (each holds its own memory pool); the oldest is dropped first.
-MAX_CUDA_GRAPHS = 4
 LOG = logging.getLogger(__name__)
 
 
@@ -96,9 +95,11 @@ class Predictor:
             weights to and runs the forward pass in (channels_last on CUDA); the post-processing always runs
             in float32. Half precision is the fast path on CUDA; on the CPU it runs, mostly slower. The
             onnxruntime backend runs fp32 only.
-        cuda_graph: replay the forward pass as a CUDA graph, captured once per input shape (at most
-            ``MAX_CUDA_GRAPHS`` shapes kept): removes the launch cost of the network's ~hundreds of kernels, for
-            cameras of a fixed size. Torch backend on CUDA only (elsewhere ignored with a warning).
+        cuda_graph: replay the forward pass as a CUDA graph (``casnet_core.cuda_graphs``), captured once per
+            network input size and batch size rounded up to a power of two (at most
+            ``cuda_graphs.MAX_CUDA_GRAPHS`` kept, the least recently used dropped first): removes the launch
+            cost of the network's ~hundreds of kernels, for cameras of a fixed size. Torch backend on CUDA only
+            (elsewhere ignored with a warning).
         backend: "torch" runs the model with PyTorch; "onnxruntime" runs its ONNX export with onnxruntime
             (``casnet_core.export.OnnxNetwork``: CPU provider, CUDA provider with onnxruntime-gpu); the
             pre- and post-processing are the same torch code on ``device`` for both.
@@ -160,8 +161,7 @@ class Predictor:
         if cuda_graph and (self.device.type != "cuda" or backend != "torch"):
             warnings.warn("CUDA graphs run with the torch backend on CUDA only; running without", stacklevel=2)
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda" and backend == "torch"
-        # input shape -> (static input, graph, static outputs), oldest first
-        self._graphs: dict[tuple[int, ...], tuple[torch.Tensor, Any, dict[str, torch.Tensor]]] = {}
+        self._graphs = CudaGraphs(self.device, self._capture) if self.cuda_graph else None
         self.class_space = self.model.class_space
         self.mode = mode or self.class_space.mode
         if self.mode not in ("panoptic", "instance"):
@@ -194,8 +194,8 @@ class Predictor:
 
         backend: "auto" ("onnxruntime" for an ONNX file; for a checkpoint "onnxruntime" on the CPU, where its
         forward pass is ~2.4x faster, with the export cached per checkpoint (``casnet_core.onnx_cache``), else
-        "torch"; "torch" for a half ``precision``), "torch" (a checkpoint only) or "onnxruntime" (an ONNX file, or a checkpoint exported in
-        memory). ``backend_note`` says why; one log line says which backend runs.
+        "torch"; "torch" for a half ``precision``), "torch" (a checkpoint only) or "onnxruntime" (an ONNX file, or a
+        checkpoint exported in memory). ``backend_note`` says why; one log line says which backend runs.
         """
         from casnet_core.checkpoint import load_model
 
@@ -320,23 +320,16 @@ class Predictor:
                            timings=dict(timings), nonfinite=nonfinite[i]) for i in range(len(images))]
 
     def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The network's outputs for ``batch``; from the CUDA graph of its shape with ``cuda_graph`` (the outputs
-        are then the graph's own buffers, valid until the next call)."""
-        if not self.cuda_graph:
+        """The network's outputs for ``batch``; through the CUDA graphs with ``cuda_graph`` (the outputs are then
+        views of a graph's own buffers, valid until the next call)."""
+        if self._graphs is None:
             return self.model(batch)
-        key = tuple(batch.shape)
-        if key not in self._graphs:
-            if len(self._graphs) >= MAX_CUDA_GRAPHS:
-                del self._graphs[next(iter(self._graphs))]
-            self._graphs[key] = self._capture(batch)
-        static_input, graph, static_outputs = self._graphs[key]
-        static_input.copy_(batch)
-        graph.replay()
-        return static_outputs
+        return self._graphs(batch)
 
-    def _capture(self, batch: torch.Tensor) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
+    def _capture(self, batch: torch.Tensor) -> CapturedGraph:
         """A CUDA graph of the forward pass at ``batch``'s shape (the recipe of torch.cuda.graphs: warm-up on a
-        side stream, cuDNN's autotuning included, then capture)."""
+        side stream, cuDNN's autotuning included, then capture); called by ``CudaGraphs`` with the Predictor's
+        device current, so that torch's capture stream is on it."""
         static_input = batch.clone()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -345,9 +338,9 @@ class Predictor:
                 self.model(static_input)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
             static_outputs = self.model(static_input)
-        return static_input, graph, static_outputs
+        return CapturedGraph(static_input, graph, static_outputs)
 
     def _preprocess(self, images_rgb: list[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
         """(B, 3, H', W') 0..255 in the predictor's dtype (channels_last on CUDA) on the device: B images of one

@@ -41,7 +41,7 @@ ground truth, and why.
 The inputs are never written: an ``--out`` whose outputs would be, contain or lie inside the bag or the
 checkpoint is refused, and an ``--out`` that already holds a replay's outputs is refused unless ``--overwrite``
 is given (then those outputs, and only those, are replaced). Both checks come before anything is written or
-started. A replay stopped by SIGINT or SIGTERM closes the output bag with every frame processed so far.
+started. A replay stopped by SIGINT, SIGTERM or SIGHUP closes the output bag with every frame processed so far.
 """
 
 from __future__ import annotations
@@ -98,7 +98,10 @@ def camera_topics(values: Sequence[str] | None) -> dict[str, str]:
 
 def single_image_topic(values: Sequence[str] | None) -> str | None:
     """The camera topic of a one-camera replay (``camera_topics`` gave {}): the one value, or None (found)."""
-    return values[0] if values else None# What a replay writes under --out: never written over without --overwrite.
+    return values[0] if values else None
+
+
+# What a replay writes under --out: never written over without --overwrite.
 REPLAY_OUTPUTS = ("bag", "frames", "evaluation", "metrics.json", "mosaic.png", "casnet_node.log")
 
 
@@ -289,9 +292,9 @@ def _main(args: argparse.Namespace) -> int:
         with interrupts_raise(interrupted):
             predictor = Predictor.from_checkpoint(str(checkpoint), device=str(device), **thresholds_from_args(args))
             metrics = replay(args.bag, args.out, predictor, image_topic=single_image_topic(args.image_topic),
-                             gt_topic=args.gt_topic, cameras=cameras, max_frames=args.frames, storage=args.storage, overwrite=args.overwrite,
-                             checkpoint=checkpoint, info={"checkpoint": str(checkpoint), "device": str(predictor.device),
-                                                          "mode": mode})
+                             gt_topic=args.gt_topic, cameras=cameras, max_frames=args.frames, storage=args.storage,
+                             overwrite=args.overwrite, checkpoint=checkpoint,
+                             info={"checkpoint": str(checkpoint), "device": str(predictor.device), "mode": mode})
     except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ its output is in ``DIR/casnet_node.log``.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import signal
 import struct
@@ -364,31 +365,32 @@ def replay_live(
     out_dir = prepare_output(out_dir, [("--bag", bag), ("--checkpoint", checkpoint)], overwrite=overwrite)
     os.environ.update(ros_environment(domain_id))  # this process's rclpy context reads them too
     transport.use_large_image_profile()  # before this process's first DDS participant
-    node = NodeProcess(node_arguments(checkpoint, image_topic=inputs.image_topic or "", compressed=compressed,
-                                      device=device, thresholds=thresholds, cameras=inputs.cameras),
-                       domain_id=domain_id, log_path=out_dir / "casnet_node.log")
-    client = None
+    # The output bag exists from the start: a replay stopped while the node still starts (a cold start exports
+    # the ONNX model first) leaves an empty, readable bag, as it says.
+    recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=mode,
+                              total_frames=inputs.total_frames, gt_topic=inputs.gt_topic, progress=progress,
+                              cameras=inputs.cameras)
+    node = client = None
     try:
+        node = NodeProcess(node_arguments(checkpoint, image_topic=inputs.image_topic or "", compressed=compressed,
+                                          device=device, thresholds=thresholds, cameras=inputs.cameras),
+                           domain_id=domain_id, log_path=out_dir / "casnet_node.log")
         client = _Client(domain_id, inputs.cameras or {"": inputs.image_topic}, compressed)
         _wait(lambda: client.ready(), node, startup_timeout, "casnet_node to come up", stop=stop)
-        recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=mode,
-                                  total_frames=inputs.total_frames, gt_topic=inputs.gt_topic, progress=progress,
-                                  cameras=inputs.cameras)
         info = {"replay": "live", "bag": str(bag), **inputs.info(),
                 "checkpoint": str(checkpoint), "device": device, "domain_id": domain_id,
                 "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate"}
         start = time.monotonic()
-        try:
-            _play(client, node, recorder, inputs.frames(bag, max_frames),
-                  rate=rate, max_rate=max_rate, frame_timeout=frame_timeout, stop=stop)
-        except BaseException:
-            recorder.abort()
-            raise
+        _play(client, node, recorder, inputs.frames(bag, max_frames),
+              rate=rate, max_rate=max_rate, frame_timeout=frame_timeout, stop=stop)
         wall_s = time.monotonic() - start
+    except BaseException:
+        recorder.abort()
+        raise
     finally:
         if client is not None:
             client.close()
-        code = node.stop()
+        code = node.stop() if node is not None else None
     if code not in (0, None):
         recorder.abort()
         raise LiveReplayError(f"casnet_node exited with status {code}; log: {node.log_path}")
@@ -499,12 +501,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    # The panoptic evaluator's worker pool must not fork this process: a child forked while DDS (and onnxruntime)
+    # threads hold locks can wait on them forever (seen: `make demo` hung in evaluation). forkserver forks from a
+    # fresh server process instead.
+    multiprocessing.set_start_method("forkserver", force=True)
     signals = _StopOnSignals()
     try:
         with signals:
             metrics = replay_live(args.bag, args.out, checkpoint=checkpoint_from_args(args),
                                   image_topic=single_image_topic(args.image_topic),
-                                  cameras=camera_topics(args.image_topic), gt_topic=args.gt_topic, rate=args.rate or 1.0,
+                                  cameras=camera_topics(args.image_topic), gt_topic=args.gt_topic,
+                                  rate=args.rate or 1.0,
                                   max_rate=args.max_rate, max_frames=args.frames, storage=args.storage,
                                   device=args.device, thresholds=thresholds_from_args(args), domain_id=args.domain_id,
                                   overwrite=args.overwrite, stop=signals.stop)

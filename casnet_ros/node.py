@@ -89,8 +89,9 @@ from casnet_ros import conversions, transport
 from casnet_ros.cameras import Camera, cameras_of, input_qos
 from casnet_ros.parameters import (CAMERAS, CAMERAS_DESCRIPTOR, CONFIGURE_TIME_PARAMETERS, LIVE_THRESHOLDS, OUTPUTS,
                                    PARAMETERS, LiveSettings, StagedSettings, Thresholds, camera_topic_descriptor,
-                                   camera_topic_parameter, check, check_cameras, is_live)
+                                   camera_topic_parameter, check, check_cameras, check_topic, is_live)
 from casnet_ros.statistics import STATUS_SUFFIX, Statistics, diagnostic_status
+from casnet_ros.transitions import guarded, run_each
 from casnet_ros.worker import Activation
 
 try:  # Humble has it too; the guard only keeps older rclpy importable.
@@ -171,13 +172,20 @@ class CasnetNode(LifecycleNode):
             self._publish_label_info()
 
     # ---------------------------------------------------------------- lifecycle
+    # Every transition is guarded (casnet_ros.transitions): an exception is logged and undone, never finalizes.
+    @guarded("configure", undo=("_release",), result=TransitionCallbackReturn.FAILURE, outcome="still unconfigured")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        # rclpy turns an exception in a transition into a silent ERROR: log every failure here.
         names = self._camera_names()
         reason = check_cameras(names)
         if reason is not None:
             self.get_logger().fatal(f"cameras: {reason}")
             return TransitionCallbackReturn.FAILURE
+        # Topic names are checked here, as rclpy would check them only when activate subscribes.
+        for reason in (check_topic(camera_topic_parameter(name), self._param(camera_topic_parameter(name)))
+                       for name in names if self.has_parameter(camera_topic_parameter(name))):
+            if reason is not None:
+                self.get_logger().fatal(reason)
+                return TransitionCallbackReturn.FAILURE
         # Values given at start (-p, a params file) skip the set-parameter callback: checked here, before the
         # predictor, so that a wrong choice is named as such and not as a checkpoint that cannot load.
         for name in CONFIGURE_TIME_PARAMETERS:
@@ -218,6 +226,7 @@ class CasnetNode(LifecycleNode):
             + (f", cameras {', '.join(names)} (batch_timeout_ms {self._param('batch_timeout_ms')})" if names else ""))
         return super().on_configure(state)
 
+    @guarded("activate", undo=("_stop_processing",), result=TransitionCallbackReturn.FAILURE, outcome="still inactive")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cameras = tuple(self._cameras)
         activation = Activation(
@@ -238,22 +247,25 @@ class CasnetNode(LifecycleNode):
         self.get_logger().info(f"active: processing {topics} ({self._param('input_reliability')})")
         return super().on_activate(state)
 
+    @guarded("deactivate", result=TransitionCallbackReturn.ERROR, outcome="cleaning up to unconfigured")
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
         return super().on_deactivate(state)
 
+    @guarded("cleanup", result=TransitionCallbackReturn.ERROR, outcome="cleaning up to unconfigured")
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
         return super().on_cleanup(state)
 
+    @guarded("shutdown", result=TransitionCallbackReturn.SUCCESS, outcome="finalized")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._release()
+        run_each(self.get_logger(), "shutdown", self._stop_processing, self._release)
         return super().on_shutdown(state)
 
+    @guarded("error recovery", result=TransitionCallbackReturn.SUCCESS, outcome="unconfigured")
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._release()
+        # SUCCESS whatever failed: the node is then unconfigured and can be configured again, never finalized.
+        run_each(self.get_logger(), "error recovery", self._stop_processing, self._release)
         return TransitionCallbackReturn.SUCCESS
 
     def start(self) -> bool:
@@ -273,7 +285,8 @@ class CasnetNode(LifecycleNode):
             raise ValueError(f"input_height and input_width must both be 0 or both be set, got {input_size}")
         return Predictor.from_checkpoint(
             checkpoint, device=self._param("device"), precision=self._param("precision"),
-            cuda_graph=self._param("cuda_graph"), backend=self._param("backend"), mode=mode, input_size=input_size if all(input_size) else None,
+            cuda_graph=self._param("cuda_graph"), backend=self._param("backend"), mode=mode,
+            input_size=input_size if all(input_size) else None,
             max_input_size=self._param("max_input_size") or None, **dataclasses.asdict(self.thresholds))
 
     def _stop_processing(self) -> None:
@@ -334,15 +347,17 @@ class CasnetNode(LifecycleNode):
         mode = predictor.mode if predictor is not None else ""
         enabled = self._live.current.enabled_outputs
         statuses, states, drops = [], [], []
+        levels = {"window_s": self._param("diagnostics_window"), "input_timeout_s": self._param("input_timeout"),
+                  "active_since": activation.started_at if activation is not None else None}
         for camera in self._cameras:
             drops.append(camera.dropped_before + (activation.frames.dropped.get(camera.name, 0) if activation else 0))
             states.append("inactive" if activation is None else "active" if camera.wanted(enabled) else "idle")
             statuses.append(diagnostic_status(self._status_name(camera), camera.statistics, state=states[-1],
-                                              device=device, mode=mode, dropped=drops[-1]))
+                                              device=device, mode=mode, dropped=drops[-1], **levels))
         if len(self._cameras) > 1:  # the whole process: totals over its cameras
             state = "inactive" if activation is None else "active" if "active" in states else "idle"
             statuses.append(diagnostic_status(self.get_fully_qualified_name(), self._stats, state=state,
-                                              device=device, mode=mode, dropped=sum(drops), batched=True))
+                                              device=device, mode=mode, dropped=sum(drops), batched=True, **levels))
         array = DiagnosticArray()
         array.header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
         array.status = statuses

@@ -20,17 +20,20 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.exceptions import InvalidTopicNameException
+from rclpy.validate_topic_name import validate_topic_name
 
 from casnet_core.postprocess import DEFAULT_THRESHOLDS
 from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, PRECISIONS, Predictor
+from casnet_ros.statistics import DEFAULT_INPUT_TIMEOUT_S, DEFAULT_WINDOW_S
 
 OUTPUTS = ("panoptic", "semantic", "instances", "detections", "overlay")
 CAMERAS = "cameras"
 CAMERA_TOPIC_SUFFIX = ".image_topic"
 # Read at configure only.
-CONFIGURE_TIME_PARAMETERS = ("checkpoint", "device", "precision", "cuda_graph", "backend", "mode", "input_height", "input_width",
-                             "max_input_size", "input_reliability", "subscribe_compressed", "diagnostics_period",
-                             "batch_timeout_ms", CAMERAS)
+CONFIGURE_TIME_PARAMETERS = ("checkpoint", "device", "precision", "cuda_graph", "backend", "mode", "input_height",
+                             "input_width", "max_input_size", "input_reliability", "subscribe_compressed",
+                             "diagnostics_period", "batch_timeout_ms", CAMERAS)
 CHOICES = {"mode": ("", "panoptic", "instance"), "input_reliability": ("best_effort", "reliable"),
            "backend": ("auto", "torch", "onnxruntime"), "precision": tuple(PRECISIONS)}
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -139,8 +142,9 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         "CUDA, with the torch backend; backend auto then runs torch). Read at configure.",
         constraints="fp32 | fp16 | bf16")),
     "cuda_graph": (False, _descriptor(
-        "Replay the forward pass as a CUDA graph, captured once per image size (torch backend on CUDA; ignored "
-        "elsewhere). Read at configure.")),
+        "Replay the forward pass as a CUDA graph (torch backend on CUDA; ignored elsewhere): one graph per "
+        "network input size and batch size rounded up to a power of two (a batch of 3 frames runs padded to 4), "
+        "the 4 most recently used kept. Read at configure.")),
     "backend": ("auto", _descriptor(
         "Network runtime: torch, onnxruntime (the checkpoint exported in memory, or an .onnx file as "
         "checkpoint) or auto (onnxruntime for an .onnx file or on the CPU, with the checkpoint's export cached "
@@ -179,6 +183,12 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         "Also subscribe to the image topic's /compressed (sensor_msgs/CompressedImage). Read at configure.")),
     "diagnostics_period": (1.0, _descriptor(
         "Seconds between /diagnostics messages. Read at configure.", floating=(0.1, 60.0))),
+    "diagnostics_window": (DEFAULT_WINDOW_S, _descriptor(
+        "Seconds a rejected or failed frame (or NaN / inf outputs) keeps its camera's /diagnostics level at WARN "
+        "(live).", floating=(0.1, 3600.0))),
+    "input_timeout": (DEFAULT_INPUT_TIMEOUT_S, _descriptor(
+        "Seconds without input after which an active camera's /diagnostics level is WARN (no input); 0 = never "
+        "(live).", floating=(0.0, 3600.0))),
     "batch_timeout_ms": (10.0, _descriptor(
         "With several cameras: the longest a frame waits for the other cameras' frames to join its batch "
         "(a silent camera never holds the others back longer). Read at configure.", floating=(0.0, 10000.0))),
@@ -212,6 +222,22 @@ def check(name: str, value: Any, *, configured: bool) -> str | None:
         return f"{name} must be one of {CHOICES[name]}, not {value!r}"
     if name == CAMERAS:
         return check_cameras(list(value or []))
+    if name.endswith(CAMERA_TOPIC_SUFFIX):
+        return check_topic(name, str(value))
+    return None
+
+
+def check_topic(parameter: str, topic: str) -> str | None:
+    """Why ``topic`` (the value of ``parameter``; empty = its default) is no valid ROS topic name, or None.
+    Checked at configure: rclpy would only refuse it when activate subscribes (its /compressed too)."""
+    if not topic:
+        return None
+    for name in (topic, topic.rstrip("/") + "/compressed"):
+        try:
+            validate_topic_name(name)
+        except InvalidTopicNameException as error:
+            detail = str(error).splitlines()[0].rstrip(":")
+            return f"{parameter}: {topic!r} is not a valid ROS topic name ({detail})"
     return None
 
 

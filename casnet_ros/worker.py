@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable, NamedTuple
 
-from casnet_core.predictor import Prediction, Predictor
+from casnet_core.predictor import Prediction, Predictor, batch_groups
 from casnet_core.visualize import colorize
 from casnet_ros import conversions
 from casnet_ros.cameras import Camera, build_outputs
@@ -59,8 +59,10 @@ class Activation:
         self.overlays = LatestFrameMailboxes(tuple(self.cameras))  # (rgb, prediction, header) per camera
         self.threads = (threading.Thread(target=self._work, name="casnet-worker", daemon=True),
                         threading.Thread(target=self._draw_overlays, name="casnet-overlay", daemon=True))
+        self.started_at: float | None = None  # time.monotonic() at start (the statistics' clock)
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
         for thread in self.threads:
             thread.start()
 
@@ -73,7 +75,8 @@ class Activation:
         self.frames.close()
         self.overlays.close()
         for thread in self.threads:
-            thread.join(timeout=join_timeout)
+            if thread.ident is not None:  # started (a failed activate may close it before)
+                thread.join(timeout=join_timeout)
 
     # ---------------------------------------------------------------- inference
     def _work(self) -> None:
@@ -119,29 +122,35 @@ class Activation:
             if prediction is None:
                 continue
             try:
-                self._publish(item, prediction, predict_seconds, len(ready))
+                self._publish(item, prediction, predict_seconds)
             except Exception as error:
                 self._failed(item.camera, "frame", error)
 
     def _predict(self, ready: list[_Decoded]) -> list[Prediction | None]:
         """The predictions of a batch; when the batch fails, each frame alone (None where that fails too), so
         that one bad frame fails only itself."""
+        statistics = ready[0].camera.statistics  # network batches are counted by the node's totals
         try:
-            return self.predictor.predict_batch([item.rgb for item in ready])
+            predictions = self.predictor.predict_batch([item.rgb for item in ready])
         except Exception as error:
             if len(ready) == 1:
                 self._failed(ready[0].camera, "frame", error)
                 return [None]
-        predictions: list[Prediction | None] = []
+        else:
+            for group in batch_groups([item.rgb.shape[:2] for item in ready]):  # each size is a batch of its own
+                statistics.on_network_batch(len(group))
+            return list(predictions)
+        alone: list[Prediction | None] = []
         for item in ready:
             try:
-                predictions.append(self.predictor.predict(item.rgb))
+                alone.append(self.predictor.predict(item.rgb))
+                statistics.on_network_batch(1)
             except Exception as error:
                 self._failed(item.camera, "frame", error)
-                predictions.append(None)
-        return predictions
+                alone.append(None)
+        return alone
 
-    def _publish(self, item: _Decoded, prediction: Prediction, predict_seconds: float, batch_size: int) -> None:
+    def _publish(self, item: _Decoded, prediction: Prediction, predict_seconds: float) -> None:
         header = item.frame.msg.header
         build_start = time.perf_counter()
         messages = build_outputs(prediction, header, item.wanted, self.predictor.mode)
@@ -157,7 +166,7 @@ class Activation:
                   "wait": (item.started_ns - item.frame.received_ns) * 1e-9, "decode": item.decoded - item.start,
                   **dict(prediction.timings), "predict": predict_seconds, "build": built - build_start,
                   "publish": published - built, "total": published - item.start}
-        item.camera.statistics.on_processed(latency, stages, int(prediction.nonfinite), batch_size)
+        item.camera.statistics.on_processed(latency, stages, int(prediction.nonfinite))
 
     # ---------------------------------------------------------------- overlay
     def _draw_overlays(self) -> None:

@@ -24,7 +24,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from casnet_core.postprocess import DEFAULT_THRESHOLDS
 from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, PRECISIONS, Predictor
 
-OUTPUTS = ("panoptic", "semantic", "instances", "detections", "overlay")
+OUTPUTS = ("panoptic", "semantic", "instances", "detections", "overlay",
+           "rois", "mask", "instance_mask")  # the last three: Autoware's (casnet_ros.autoware)
 CAMERAS = "cameras"
 CAMERA_TOPIC_SUFFIX = ".image_topic"
 # Read at configure only.

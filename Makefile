@@ -40,7 +40,8 @@ $(PROJECT_STAMP): $(DEPS_STAMP) setup.py setup.cfg
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --use-pep517 -e .
 	touch $@
 
-# ROS 2 interfaces (casnet_msgs, and vision_msgs where no ROS install provides it) built into the venv.
+# ROS 2 interfaces (casnet_msgs; vision_msgs and the Autoware messages where no ROS install provides them) built
+# into the venv.
 $(MSGS_STAMP): $(DEPS_STAMP) $(MSG_SOURCES) scripts/build_interfaces.sh
 	bash scripts/build_interfaces.sh $(VENV)
 	touch $@

@@ -56,7 +56,8 @@ CAMERA_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 PANOPTIC_ENCODING = WIDE_PANOPTIC_ENCODING
 STORAGES = ("sqlite3", "mcap")
 # Interface packages of the node's outputs whose .msg definitions the type store needs.
-INTERFACE_PACKAGES = ("casnet_msgs", "vision_msgs")
+INTERFACE_PACKAGES = ("casnet_msgs", "vision_msgs", "autoware_perception_msgs", "tier4_perception_msgs",
+                      "autoware_internal_perception_msgs")
 # rosbag2 metadata version 8 (the oldest rosbags writes): read by Humble and every later rosbag2.
 _BAG_VERSION = 8
 

@@ -13,12 +13,13 @@ through ``ReplayRecorder`` and write to DIR:
 * ``bag/``: a rosbag2 (the input's storage unless ``--storage``) with the node's outputs
   ``/casnet/panoptic`` (Image 16UC1; 32SC1 for ids above 65535), ``/casnet/semantic`` (Image mono8),
   ``/casnet/instances`` (casnet_msgs/PanopticFrame) and ``/casnet/detections``
-  (vision_msgs/Detection2DArray), each with the header of its input frame and written at the input's
+  (vision_msgs/Detection2DArray), and Autoware's ``/casnet/rois``, ``/casnet/mask`` and ``/casnet/instance_mask``
+  (casnet_core.autoware), each with the header of its input frame and written at the input's
   receive time. Live: the messages as the node published them; in-process: built from the Prediction
   the way the node builds them.
 * ``metrics.json``: frames received / processed / dropped / failed, latency percentiles (p50, p90, p99,
   max; in-process the decode + ``Predictor.predict`` time, live the time from publishing a frame to
-  receiving all four outputs), throughput; with ground truth, ``accuracy``: PQ SQ RQ PQ_th PQ_st AP AP50
+  receiving all its outputs), throughput; with ground truth, ``accuracy``: PQ SQ RQ PQ_th PQ_st AP AP50
   mIoU (and the per-class tables) of the processed frames that have ground truth.
 * ``mosaic.png``: a few frames across the drive, each a row: input | panoptic colouring | overlay.
 * with ground truth, ``frames/``: those frames and their ground truth in the Cityscapes layout (split
@@ -29,7 +30,7 @@ through ``ReplayRecorder`` and write to DIR:
 Several cameras: ``--image-topic`` repeated (``TOPIC`` or ``NAME=TOPIC``, the camera named by the topic's first
 segment by default) replays each camera topic, in recorded order; live, to one batched ``casnet_node`` serving
 all of them (``cameras: [NAME, ...]``, ``NAME.image_topic``), in-process through the one Predictor. Each camera's
-outputs are recorded under the batched node's topics, ``/NAME/casnet/{panoptic,semantic,instances,detections}``,
+outputs are recorded under the batched node's topics, ``/NAME/casnet/<output>`` (the outputs above),
 ``--frames`` counts per camera, and ``metrics.json`` has ``cameras``: per camera its topic, frames, latency and
 throughput, beside the totals. Such a replay is not evaluated (a ground-truth stamp names one frame of one camera).
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from casnet_core import bags, messages
+from casnet_core import autoware, bags, messages
 from casnet_core.errors import one_line
 from casnet_core.evaluation import (CityscapesResultWriter, EvalPrediction, run_official_evaluators,
                                     segment_label_ids, write_metrics)
@@ -26,7 +26,9 @@ from casnet_core.visualize import colorize
 OUTPUT_NAMESPACE = "/casnet"
 # name -> message type of the node outputs a replay records.
 OUTPUT_TYPES: dict[str, str] = {"panoptic": bags.IMAGE_TYPE, "semantic": bags.IMAGE_TYPE,
-                                "instances": bags.PANOPTIC_FRAME_TYPE, "detections": bags.DETECTIONS_TYPE}
+                                "instances": bags.PANOPTIC_FRAME_TYPE, "detections": bags.DETECTIONS_TYPE,
+                                "rois": autoware.ROIS_TYPE, "mask": autoware.IMAGE_TYPE,
+                                "instance_mask": autoware.INSTANCE_MASK_TYPE}
 
 
 def output_topics(camera: str = "") -> dict[str, tuple[str, str]]:
@@ -61,6 +63,10 @@ def output_messages(prediction: Prediction, mode: str, header: Any) -> dict[str,
         "semantic": bags.array_to_image_message(np.asarray(prediction.semantic, dtype=np.uint8), "mono8", header),
         "instances": messages.panoptic_frame_message(bags.message_type, panoptic, prediction.instances, mode, header),
         "detections": messages.detections_message(bags.message_type, prediction.instances, header),
+        "rois": autoware.rois_message(bags.message_type, prediction.instances, header, *prediction.panoptic.shape),
+        "mask": autoware.mask_message(bags.message_type, prediction.panoptic, header),
+        "instance_mask": autoware.instance_mask_message(bags.message_type, prediction.panoptic, prediction.instances,
+                                                        header),
     }
 
 

@@ -18,6 +18,7 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from casnet_core.predictor import Prediction
 from casnet_ros import conversions
+from casnet_ros.autoware import AUTOWARE_OUTPUTS, autoware_outputs
 from casnet_ros.parameters import OUTPUTS
 from casnet_ros.statistics import Statistics
 
@@ -51,7 +52,8 @@ class Camera:
 
     def create_publishers(self, node: Any) -> None:
         for name, msg_type in (("panoptic", Image), ("semantic", Image), ("overlay", Image),
-                               ("instances", PanopticFrame), ("detections", Detection2DArray)):
+                               ("instances", PanopticFrame), ("detections", Detection2DArray),
+                               *AUTOWARE_OUTPUTS.items()):
             self.publishers[name] = node.create_publisher(msg_type, self.prefix + name, OUTPUT_QOS)
         self.label_info_publisher = node.create_publisher(LabelInfo, self.prefix + "label_info", LATCHED_QOS)
 
@@ -98,4 +100,5 @@ def build_outputs(prediction: Prediction, header: Any, wanted: list[str], mode: 
         messages["detections"] = conversions.instances_to_detections(prediction.instances, header)
     if "panoptic" not in wanted:
         messages.pop("panoptic", None)
+    messages.update(autoware_outputs(prediction, header, wanted))
     return messages

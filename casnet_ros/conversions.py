@@ -33,7 +33,7 @@ def compressed_to_rgb(msg) -> np.ndarray:
     return image_encoding.compressed_to_rgb(msg.data, msg.format)
 
 
-def _byte_array(pixels: np.ndarray) -> array.array:
+def byte_array(pixels: np.ndarray) -> array.array:
     """The bytes of an array as array.array('B'): the generated message setters take that type
     without checking every element (a list or bytes object would be checked value by value)."""
     data = array.array("B")
@@ -52,7 +52,7 @@ def array_to_image(pixels: np.ndarray, encoding: str, header):
     msg.encoding = encoding
     msg.is_bigendian = int(pixels.dtype.byteorder == ">" or (pixels.dtype.byteorder == "=" and sys.byteorder == "big"))
     msg.step = pixels.strides[0]
-    msg.data = _byte_array(pixels)
+    msg.data = byte_array(pixels)
     return msg
 
 

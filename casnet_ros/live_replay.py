@@ -61,8 +61,12 @@ from casnet_core.replay import (add_arguments, camera_topics, checkpoint_from_ar
 from casnet_core.replay_recorder import (OUTPUT_NAMESPACE, OUTPUT_TYPES, FrameResult, ReplayRecorder, format_summary,
                                          output_topics, prediction_from_outputs)
 from casnet_ros import conversions, transport
+from casnet_ros.autoware import AUTOWARE_OUTPUTS
 
 LABEL_INFO_TOPIC = "/casnet/label_info"
+# The rclpy class of each recorded output (OUTPUT_TYPES).
+OUTPUT_MESSAGE_TYPES = {"panoptic": Image, "semantic": Image, "instances": PanopticFrame,
+                        "detections": Detection2DArray, **AUTOWARE_OUTPUTS}
 COMPRESSED_SUFFIX = "/compressed"
 
 
@@ -159,13 +163,14 @@ def _restamped_outputs(outputs: Mapping[str, bytes], stamp_ns: int) -> dict[str,
     """The node's outputs for a frame sent with another stamp, every header (nested ones too) set back to the
     frame's recorded ``stamp_ns``."""
     stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    types = {"panoptic": Image, "semantic": Image, "instances": PanopticFrame, "detections": Detection2DArray}
     restamped = {}
     for name, data in outputs.items():
-        message = deserialize_message(data, types[name])
+        message = deserialize_message(data, OUTPUT_MESSAGE_TYPES[name])
         headers = [message.header]
         if name == "instances":
             headers.append(message.panoptic.header)
+        if name == "instance_mask":
+            headers.append(message.image.header)
         if name == "detections":
             headers += [detection.header for detection in message.detections]
         for header in headers:
@@ -194,7 +199,7 @@ class _Client:
         self.label_info_seen: set[str] = set()
         self.cameras = list(image_topics)
 
-        types = {"panoptic": Image, "semantic": Image, "instances": PanopticFrame, "detections": Detection2DArray}
+        types = OUTPUT_MESSAGE_TYPES
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subscriptions = []

@@ -15,6 +15,9 @@ Topics of one camera (``~/x`` is ``<namespace>/<node name>/x``; remap ``~/image`
                           Detection2D.id = panoptic id of the instance
   out ~/overlay           sensor_msgs/Image rgb8 colour overlay (computed only while subscribed)
   out ~/label_info        vision_msgs/LabelInfo, transient local: label id -> class name
+  out ~/rois, ~/mask, ~/instance_mask
+                          Autoware's camera detections, run-length class mask and instance masks
+                          (casnet_ros.autoware)
   out /diagnostics        diagnostic_msgs/DiagnosticArray, every diagnostics_period seconds
                           (values: casnet_ros.statistics)
 

@@ -27,7 +27,8 @@ from casnet_core.postprocess import DEFAULT_THRESHOLDS
 from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, PRECISIONS, Predictor
 from casnet_ros.statistics import DEFAULT_INPUT_TIMEOUT_S, DEFAULT_WINDOW_S
 
-OUTPUTS = ("panoptic", "semantic", "instances", "detections", "overlay")
+OUTPUTS = ("panoptic", "semantic", "instances", "detections", "overlay",
+           "rois", "mask", "instance_mask")  # the last three: Autoware's (casnet_ros.autoware)
 CAMERAS = "cameras"
 CAMERA_TOPIC_SUFFIX = ".image_topic"
 # Read at configure only.

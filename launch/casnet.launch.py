@@ -22,6 +22,15 @@ The same cameras from one process, one model, their frames run as one batch (sam
 The batched node gets the parameters ``cameras: [front, rear]`` and ``<name>.image_topic``; its outputs
 are under /<namespace>/<camera>/casnet/... as with one node per camera (see casnet_ros/node.py).
 
+Autoware (casnet_ros/autoware.py): ``autoware:=true`` gives camera i (its place in ``cameras``; one camera,
+camera0, when ``cameras`` is empty) the topics of Autoware's camera detector, ``autoware_tensorrt_yolox``::
+
+    ros2 launch casnet_ros casnet.launch.py autoware:=true cameras:=camera0,camera1 [batched:=true]
+
+input ``/sensing/camera/camera<i>/image_rect_color`` (unless the entry names a topic), outputs ~/rois, ~/mask and
+~/instance_mask remapped to ``/perception/object_recognition/detection/{rois,mask,instance_mask}<i>``; the
+parameters come from config/casnet_autoware.yaml unless ``params_file`` names another file.
+
 Transport: each node process gets the package's Fast DDS profile (config/fastdds_shm.xml: a 64 MB
 shared-memory segment beside UDPv4, so full-resolution images are not lost) through
 FASTDDS_DEFAULT_PROFILES_FILE / FASTRTPS_DEFAULT_PROFILES_FILE, unless the environment of the launch
@@ -40,19 +49,44 @@ from launch_ros.actions import Node
 from casnet_ros.transport import large_image_environment
 
 PACKAGE = "casnet_ros"
+AUTOWARE_DETECTION = "/perception/object_recognition/detection"
+# Node output -> Autoware topic (+ camera index).
+AUTOWARE_TOPICS = (("rois", "rois"), ("mask", "mask"), ("instance_mask", "instance_mask"))
 
 
-def _cameras(cameras_argument, camera_topic):
-    """[(name, image topic)] from the ``cameras`` argument, or the single ``camera_topic``."""
+def _cameras(cameras_argument, camera_topic, autoware=False):
+    """[(name, image topic)] from the ``cameras`` argument, or the single ``camera_topic`` (Autoware: camera0)."""
     entries = [entry.strip() for entry in cameras_argument.split(",") if entry.strip()]
     if not entries:
-        return [("", camera_topic)]
+        return [("camera0", _autoware_image_topic(0))] if autoware else [("", camera_topic)]
     cameras = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         name, _, topic = entry.partition("=")
         name = name.strip().strip("/")
-        cameras.append((name, topic.strip() or f"/{name}/image_raw"))
+        cameras.append((name, topic.strip() or (_autoware_image_topic(index) if autoware else f"/{name}/image_raw")))
     return cameras
+
+
+def _autoware_image_topic(index):
+    return f"/sensing/camera/camera{index}/image_rect_color"
+
+
+def _autoware_remappings(prefix, index):
+    """The remappings of one camera's Autoware outputs (``prefix``: of its output topics) to camera ``index``'s."""
+    return [(prefix + output, f"{AUTOWARE_DETECTION}/{topic}{index}") for output, topic in AUTOWARE_TOPICS]
+
+
+def _processes(namespace, parameters, cameras, batched, autoware):
+    """[(node namespace, parameters, remappings)], one per casnet_node process (launch-free: tests run it)."""
+    if batched and cameras[0][0]:
+        # One process: each camera's topic as a parameter instead of a remapping.
+        remappings = [remapping for index, (camera, _) in enumerate(cameras) if autoware
+                      for remapping in _autoware_remappings(f"{camera}/casnet/", index)]
+        return [(namespace, [*parameters, _batched_parameters(cameras)], remappings)]
+    return [("/".join(part for part in (namespace, camera) if part), parameters,
+             [("~/image", topic), ("~/image/compressed", topic.rstrip("/") + "/compressed"),
+              *(_autoware_remappings("~/", index) if autoware else [])])
+            for index, (camera, topic) in enumerate(cameras)]
 
 
 def _nodes(context):
@@ -64,20 +98,17 @@ def _nodes(context):
     device = LaunchConfiguration("device").perform(context)
     if device:
         overrides["device"] = device
-    parameters = [LaunchConfiguration("params_file").perform(context)]
+    autoware = _is_true(LaunchConfiguration("autoware").perform(context))
+    params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(
+        get_package_share_directory(PACKAGE), "config", "casnet_autoware.yaml" if autoware else "casnet.yaml")
+    parameters = [params_file]
     if overrides:
         parameters.append(overrides)
     environment = large_image_environment(os.environ)  # {} when the user chose a profile or another RMW
     cameras = _cameras(LaunchConfiguration("cameras").perform(context),
-                       LaunchConfiguration("camera_topic").perform(context))
-    batched = LaunchConfiguration("batched").perform(context).strip().lower() in ("true", "1", "yes")
-    if batched and cameras[0][0]:
-        # One process: each camera's topic as a parameter instead of a remapping.
-        processes = [(namespace, [*parameters, _batched_parameters(cameras)], [])]
-    else:
-        processes = [("/".join(part for part in (namespace, camera) if part), parameters,
-                      [("~/image", topic), ("~/image/compressed", topic.rstrip("/") + "/compressed")])
-                     for camera, topic in cameras]
+                       LaunchConfiguration("camera_topic").perform(context), autoware)
+    batched = _is_true(LaunchConfiguration("batched").perform(context))
+    processes = _processes(namespace, parameters, cameras, batched, autoware)
     return [Node(
         package=PACKAGE,
         executable="casnet_node",
@@ -92,6 +123,10 @@ def _nodes(context):
     ) for node_namespace, node_parameters, remappings in processes]
 
 
+def _is_true(value):
+    return value.strip().lower() in ("true", "1", "yes")
+
+
 def _batched_parameters(cameras):
     """The parameters of one batched node serving ``cameras`` ([(name, topic)])."""
     parameters = {"cameras": [name for name, _ in cameras]}
@@ -100,7 +135,6 @@ def _batched_parameters(cameras):
 
 
 def generate_launch_description():
-    default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "casnet.yaml")
     return LaunchDescription([
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
                               description="sensor_msgs/Image topic of the camera (when 'cameras' is empty)"),
@@ -111,8 +145,13 @@ def generate_launch_description():
                               description="true: one casnet_node process serves all 'cameras' as one batch "
                                           "(same output topics); false: one process per camera"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node(s)"),
-        DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="YAML parameter file of casnet_node"),
+        DeclareLaunchArgument("params_file", default_value="",
+                              description="YAML parameter file of casnet_node (empty: the package's "
+                                          "config/casnet.yaml, config/casnet_autoware.yaml with autoware:=true)"),
+        DeclareLaunchArgument("autoware", default_value="false",
+                              description="true: Autoware's camera topics (input /sensing/camera/camera<i>/"
+                                          "image_rect_color, outputs /perception/object_recognition/detection/"
+                                          "{rois,mask,instance_mask}<i>) for camera i of 'cameras'"),
         DeclareLaunchArgument("checkpoint", default_value="",
                               description="CASNet checkpoint file (overrides the parameter file when set)"),
         DeclareLaunchArgument("device", default_value="",

@@ -5,8 +5,10 @@
 #   bash scripts/build_interfaces.sh VENV
 #
 # - casnet_msgs is always built.
-# - vision_msgs is built only when no ROS 2 install already provides it (a system vision_msgs,
-#   e.g. from /opt/ros/<distro>, must win: its type hashes are the reference).
+# - vision_msgs and the Autoware message packages (autoware_perception_msgs, tier4_perception_msgs,
+#   autoware_internal_perception_msgs: the subsets the node publishes, as Autoware release 1.8.0 defines them)
+#   are each built only when no ROS 2 install already provides it (a system package, e.g. from /opt/ros/<distro>
+#   or an Autoware workspace, must win: its type hashes are the reference).
 # - Build trees go to VENV/build-interfaces/<package> (one per venv: CMake caches the interpreter and the
 #   prefix); installs go into VENV. Works for every Python the ROS 2 wheels exist for (3.10, 3.11, 3.12).
 # Idempotent: a second run rebuilds nothing that has not changed.
@@ -59,7 +61,7 @@ if [[ -d "$VENV/share" ]]; then
     fi
 fi
 
-# True when vision_msgs can be imported from somewhere other than this venv (a ROS 2 install).
+# True when the package can be imported from somewhere other than this venv (a ROS 2 install).
 system_provides() {
     local package="$1"
     "$PY" - "$package" "$VENV" <<'PYEOF'
@@ -94,13 +96,19 @@ build_package() {
         || { tail -n 60 "$build_dir/build.log" >&2; echo "error: build of $package failed" >&2; exit 1; }
 }
 
-if system_provides vision_msgs; then
-    echo "== vision_msgs is provided by a ROS 2 install; not building msg/vision_msgs"
-else
-    build_package vision_msgs
-fi
+# In dependency order: the tier4 and internal packages nest autoware_perception_msgs.
+for package in vision_msgs autoware_perception_msgs tier4_perception_msgs autoware_internal_perception_msgs; do
+    if system_provides "$package"; then
+        echo "== $package is provided by a ROS 2 install; not building msg/$package"
+    else
+        build_package "$package"
+    fi
+done
 build_package casnet_msgs
 
 # Smoke test: the generated Python modules import (inside the venv, through its ROS bootstrap).
-"$PY" -c 'from casnet_msgs.msg import PanopticFrame, PanopticInstance; from vision_msgs.msg import Detection2DArray, LabelInfo'
+"$PY" -c 'from casnet_msgs.msg import PanopticFrame, PanopticInstance
+from vision_msgs.msg import Detection2DArray, LabelInfo
+from tier4_perception_msgs.msg import DetectedObjectsWithFeature
+from autoware_internal_perception_msgs.msg import SegmentationMask'
 echo "== interfaces ready"

@@ -10,7 +10,7 @@
 #   messages), rosbags, cityscapesScripts and their dependencies, at the versions VENV holds (the tested ones),
 #   downloaded for VENV's Python (cpXY, manylinux x86_64) with `pip download --only-binary=:all:`
 #   (a project that publishes no wheel is built into a pure-Python one here);
-# - casnet_ros_interfaces: casnet_msgs and vision_msgs of msg/, as built into VENV (scripts/pack_interfaces.py).
+# - casnet_ros_interfaces: the interface packages of msg/, as built into VENV (scripts/pack_interfaces.py).
 # OUT/carry.json names the Python version and the wheels. scripts/gpu_check.sh installs them with --no-index.
 #
 # The budget: one call takes 64 MiB along, the working tree included (tracked and untracked-not-ignored files).

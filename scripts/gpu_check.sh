@@ -160,6 +160,7 @@ import rclpy
 import torch
 from casnet_msgs.msg import PanopticFrame  # noqa: F401
 from vision_msgs.msg import Detection2DArray  # noqa: F401
+from tier4_perception_msgs.msg import DetectedObjectsWithFeature  # noqa: F401
 
 for module in (rclpy, sys.modules["casnet_msgs"]):
     if not Path(module.__file__).resolve().is_relative_to(env):

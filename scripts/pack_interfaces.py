@@ -60,7 +60,7 @@ def pack(venv: Path, out_dir: Path) -> Path:
                 raise SystemExit(f"pack_interfaces: {file} is outside {venv}")
             add(name, file.read_bytes())
         add(f"{dist_info}/METADATA", (f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: {VERSION}\n"
-                                      "Summary: casnet_msgs and vision_msgs built from msg/ (scripts/gpu_carry.sh)\n"
+                                      "Summary: the interface packages of msg/ (scripts/gpu_carry.sh)\n"
                                       ).encode())
         add(f"{dist_info}/WHEEL", (f"Wheel-Version: 1.0\nGenerator: casnet pack_interfaces\nRoot-Is-Purelib: false\n"
                                    f"Tag: {tag}-{tag}-linux_x86_64\n").encode())

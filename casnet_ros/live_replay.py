@@ -123,12 +123,13 @@ class Interrupted(KeyboardInterrupt):
 
 def node_arguments(checkpoint: str | os.PathLike, *, image_topic: str, compressed: bool, device: str = "auto",
                    thresholds: Mapping[str, float | int] | None = None,
-                   cameras: Mapping[str, str] | None = None) -> list[str]:
+                   cameras: Mapping[str, str] | None = None, tracking: bool = True) -> list[str]:
     """The ``--ros-args`` of a casnet_node that processes ``image_topic`` with reliable input; with ``cameras``
     ({name: topic}), of the batched node serving each camera from its topic (``image_topic`` unused; compressed
     topics end in /compressed, the node subscribes to ``<image_topic>/compressed``)."""
     arguments = ["-p", f"checkpoint:={Path(checkpoint).resolve()}", "-p", f"device:={device}",
-                 "-p", "input_reliability:=reliable", "-p", "publish_overlay:=false"]
+                 "-p", "input_reliability:=reliable", "-p", "publish_overlay:=false",
+                 "-p", f"tracking:={'true' if tracking else 'false'}"]
     for name, value in (thresholds or {}).items():
         # Doubles need a decimal point, or the parameter arrives as an integer and is refused.
         arguments += ["-p", f"{name}:={float(value)!r}" if isinstance(value, float) else f"{name}:={int(value)}"]
@@ -340,6 +341,7 @@ def replay_live(
     progress: bool = True,
     overwrite: bool = False,
     stop: threading.Event | None = None,
+    tracking: bool = True,
 ) -> dict[str, Any]:
     """Plays ``bag`` to a casnet_node process over DDS and records its answers in ``out_dir`` (see
     ``casnet_core.replay``; ``cameras``: {name: topic} of several camera topics, played to one batched node
@@ -365,7 +367,8 @@ def replay_live(
     os.environ.update(ros_environment(domain_id))  # this process's rclpy context reads them too
     transport.use_large_image_profile()  # before this process's first DDS participant
     node = NodeProcess(node_arguments(checkpoint, image_topic=inputs.image_topic or "", compressed=compressed,
-                                      device=device, thresholds=thresholds, cameras=inputs.cameras),
+                                      device=device, thresholds=thresholds, cameras=inputs.cameras,
+                                      tracking=tracking),
                        domain_id=domain_id, log_path=out_dir / "casnet_node.log")
     client = None
     try:
@@ -376,7 +379,7 @@ def replay_live(
                                   cameras=inputs.cameras)
         info = {"replay": "live", "bag": str(bag), **inputs.info(),
                 "checkpoint": str(checkpoint), "device": device, "domain_id": domain_id,
-                "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate"}
+                "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate", "tracking": "on" if tracking else "off"}
         start = time.monotonic()
         try:
             _play(client, node, recorder, inputs.frames(bag, max_frames),
@@ -507,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                                   cameras=camera_topics(args.image_topic), gt_topic=args.gt_topic, rate=args.rate or 1.0,
                                   max_rate=args.max_rate, max_frames=args.frames, storage=args.storage,
                                   device=args.device, thresholds=thresholds_from_args(args), domain_id=args.domain_id,
-                                  overwrite=args.overwrite, stop=signals.stop)
+                                  overwrite=args.overwrite, stop=signals.stop, tracking=args.tracking == "on")
     except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
         return 2

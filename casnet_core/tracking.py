@@ -7,7 +7,12 @@ object keeps ``label_id * 1000 + k`` from frame to frame while it is tracked. Th
 
 1. instances scoring at least ``high_score`` against every live track (IoU >= ``iou_threshold``);
 2. the lower-scoring instances against the tracks still unmatched (IoU >= ``low_iou_threshold``), so that a
-   briefly weak instance keeps its track rather than starting a new one.
+   briefly weak instance keeps its track rather than starting a new one;
+3. (not ByteTrack's) the instances still unmatched against the tracks still unmatched by the distance of their box
+   centres, within ``distance_gate`` box sizes: small objects (a distant pedestrian) move by more than their size.
+
+The IoU is that of boxes widened by ``box_buffer`` of their size on each side (C-BIoU, Yang et al. 2023), again
+for small or fast objects whose boxes of consecutive frames barely overlap.
 
 The box a track is compared with is its last box moved on by its velocity (the mean per-frame change of its box,
 smoothed), so objects that move or grow (the camera drives towards them) stay matched. Unlike ByteTrack, an
@@ -41,6 +46,8 @@ DEFAULT_TRACKING = {
     "low_iou_threshold": 0.5,  # second stage: least box IoU of a weak instance with a track (ByteTrack: 0.5)
     "high_score": 0.6,  # instances scoring at least this are matched first
     "max_age": 5,  # frames a track is kept without being seen
+    "box_buffer": 0.3,  # boxes widened by this fraction of their size on each side before the IoU (C-BIoU)
+    "distance_gate": 1.0,  # third stage: centres at most this many box sizes apart (0: no third stage)
 }
 # Weight of the newest box change in a track's velocity.
 _VELOCITY_SMOOTHING = 0.5
@@ -90,6 +97,29 @@ def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def buffered(boxes: np.ndarray, buffer: float) -> np.ndarray:
+    """(N, 4) boxes widened by ``buffer`` times their width and height on each side (C-BIoU's buffered boxes)."""
+    if buffer == 0:
+        return boxes
+    size = boxes[:, 2:] - boxes[:, :2]
+    return np.concatenate([boxes[:, :2] - buffer * size, boxes[:, 2:] + buffer * size], axis=1)
+
+
+def centre_closeness(boxes_a: np.ndarray, boxes_b: np.ndarray, gate: float) -> np.ndarray:
+    """(A, 4), (B, 4) boxes -> (A, B) 1 - centre distance / (``gate`` x their mean size), at least 0; the size of a
+    box is the square root of its area, so the gate scales with the objects, and a size change beyond 2x is no
+    match."""
+    centres_a, centres_b = (boxes_a[:, :2] + boxes_a[:, 2:]) / 2, (boxes_b[:, :2] + boxes_b[:, 2:]) / 2
+    size_a = np.sqrt(np.clip(np.prod(boxes_a[:, 2:] - boxes_a[:, :2], axis=1), 1e-6, None))
+    size_b = np.sqrt(np.clip(np.prod(boxes_b[:, 2:] - boxes_b[:, :2], axis=1), 1e-6, None))
+    distance = np.linalg.norm(centres_a[:, None] - centres_b[None, :], axis=2)
+    scale = gate * (size_a[:, None] + size_b[None, :]) / 2
+    closeness = np.clip(1.0 - distance / scale, 0.0, None)
+    ratio = size_a[:, None] / size_b[None, :]
+    closeness[(ratio > 2.0) | (ratio < 0.5)] = 0.0
+    return closeness
+
+
 def _assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """(row, column) pairs of the assignment that maximises the summed IoU, pairs below ``threshold`` (or not
     overlapping at all) left out."""
@@ -109,16 +139,26 @@ class Tracker:
         low_iou_threshold: the same for instances scoring below ``high_score`` (second stage).
         high_score: instances scoring at least this are matched in the first stage, the others in the second.
         max_age: frames a track survives without being seen (0: only consecutive frames).
+        box_buffer: boxes are widened by this fraction of their width and height on each side before the IoU.
+        distance_gate: third stage, centres at most this many box sizes apart (0: no third stage).
     """
 
     def __init__(self, *, iou_threshold: float = DEFAULT_TRACKING["iou_threshold"],
                  low_iou_threshold: float = DEFAULT_TRACKING["low_iou_threshold"],
                  high_score: float = DEFAULT_TRACKING["high_score"],
-                 max_age: int = DEFAULT_TRACKING["max_age"]) -> None:
+                 max_age: int = DEFAULT_TRACKING["max_age"],
+                 box_buffer: float = DEFAULT_TRACKING["box_buffer"],
+                 distance_gate: float = DEFAULT_TRACKING["distance_gate"]) -> None:
         if not (0.0 <= iou_threshold <= 1.0 and 0.0 <= low_iou_threshold <= 1.0):
             raise ValueError(f"IoU thresholds must be in [0, 1], got {iou_threshold}, {low_iou_threshold}")
         if max_age < 0:
             raise ValueError(f"max_age must be >= 0, got {max_age}")
+        if box_buffer < 0:
+            raise ValueError(f"box_buffer must be >= 0, got {box_buffer}")
+        self.box_buffer = float(box_buffer)
+        if distance_gate < 0:
+            raise ValueError(f"distance_gate must be >= 0, got {distance_gate}")
+        self.distance_gate = float(distance_gate)
         self.iou_threshold, self.low_iou_threshold = float(iou_threshold), float(low_iou_threshold)
         self.high_score, self.max_age = float(high_score), int(max_age)
         self.reset()
@@ -161,7 +201,7 @@ class Tracker:
         tracks = self._tracks
         predicted = np.array([t.box + t.velocity * (frame - t.last_seen) for t in tracks]).reshape(len(tracks), 4)
         track_labels = np.array([t.label_id for t in tracks], dtype=np.int64)
-        iou = box_iou(predicted, boxes)
+        iou = box_iou(buffered(predicted, self.box_buffer), buffered(boxes, self.box_buffer))
         iou[track_labels[:, None] != labels[None, :]] = 0.0  # never across classes
 
         matched: dict[int, _Track] = {}  # instance index -> track
@@ -173,6 +213,13 @@ class Tracker:
                 track, index = tracks[rows[r]], int(columns[c])
                 matched[index] = track
                 free_tracks[rows[r]] = False
+        if self.distance_gate > 0:
+            rows = np.flatnonzero(free_tracks)
+            columns = np.array([index for index in range(count) if index not in matched], dtype=np.int64)
+            closeness = centre_closeness(predicted[rows], boxes[columns], self.distance_gate)
+            closeness[track_labels[rows][:, None] != labels[columns][None, :]] = 0.0
+            for r, c in _assign(closeness, 0.0):
+                matched[int(columns[c])] = tracks[rows[r]]
         ids = []
         for index in range(count):
             track = matched.get(index)

@@ -18,7 +18,8 @@ from casnet_core.tracking import DEFAULT_TRACKING, Tracker
 TRACKING = "tracking"
 # Node parameter -> Tracker keyword.
 _TRACKER_SETTINGS = {"track_iou_threshold": "iou_threshold", "track_low_iou_threshold": "low_iou_threshold",
-                     "track_high_score": "high_score", "track_max_age": "max_age"}
+                     "track_high_score": "high_score", "track_max_age": "max_age", "track_box_buffer": "box_buffer",
+                     "track_distance_gate": "distance_gate"}
 
 
 def _unit_range(description: str) -> ParameterDescriptor:
@@ -45,6 +46,15 @@ TRACKING_PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         description="Frames a track is kept without being seen, so an object missed briefly keeps its id. "
                     "Read at configure.",
         integer_range=[IntegerRange(from_value=0, to_value=1000, step=1)])),
+    "track_box_buffer": (DEFAULT_TRACKING["box_buffer"], ParameterDescriptor(
+        description="Boxes are widened by this fraction of their width and height on each side before their IoU "
+                    "(C-BIoU), so small or fast objects whose boxes barely overlap stay matched. Read at configure.",
+        floating_point_range=[FloatingPointRange(from_value=0.0, to_value=2.0, step=0.0)])),
+    "track_distance_gate": (DEFAULT_TRACKING["distance_gate"], ParameterDescriptor(
+        description="Third stage: instances still unmatched are matched to the nearest track of their class whose "
+                    "predicted box centre is less than this many box sizes away (0: no third stage). Read at "
+                    "configure.",
+        floating_point_range=[FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)])),
 }
 
 

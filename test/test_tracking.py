@@ -63,7 +63,8 @@ def test_relabel_swaps_at_once():
 
 
 def test_a_briefly_weak_instance_keeps_its_track_in_the_second_stage():
-    tracker = Tracker(high_score=0.6, low_iou_threshold=0.5)
+    # Plain box IoU and no third stage, to see the two IoU stages alone.
+    tracker = Tracker(high_score=0.6, low_iou_threshold=0.5, box_buffer=0.0, distance_gate=0.0)
     tracker.update(_frame((CAR, (0, 0, 40, 40), 0.9)))
     # A weak instance overlapping the track well (IoU 0.9) keeps it.
     assert tracker.update(_frame((CAR, (0, 0, 40, 36), 0.3))) == [26000]
@@ -73,11 +74,24 @@ def test_a_briefly_weak_instance_keeps_its_track_in_the_second_stage():
 
 
 def test_a_confident_instance_is_matched_before_a_weak_one():
-    tracker = Tracker()
+    tracker = Tracker(distance_gate=0.0)
     tracker.update(_frame((CAR, (0, 0, 40, 40))))
     # The weak instance overlaps the track best, but the confident one is matched first (ByteTrack's order).
     ids = tracker.update(_frame((CAR, (0, 0, 40, 40), 0.3), (CAR, (6, 0, 46, 40), 0.9)))
     assert ids == [26001, 26000]
+
+
+def test_a_small_fast_object_is_kept_by_the_buffered_iou_or_the_centre_distance():
+    # A 6x12 px person moving 8 px a frame: its boxes of consecutive frames do not overlap at all.
+    boxes = [(100 + 8 * step, 50, 106 + 8 * step, 62) for step in range(5)]
+    plain = Tracker(box_buffer=0.0, distance_gate=0.0)
+    assert [plain.update(_frame((PERSON, box)))[0] for box in boxes[:2]] == [24000, 24001]
+    # Buffered boxes (C-BIoU, their size again on each side) overlap (IoU 0.38): the track is kept.
+    buffered = Tracker(box_buffer=1.0, distance_gate=0.0)
+    assert [buffered.update(_frame((PERSON, box)))[0] for box in boxes] == [24000] * 5
+    # Without a buffer, the third stage matches it by the distance of the centres (8 px < 1.0 x its size 8.5 px).
+    nearby = Tracker(box_buffer=0.0, distance_gate=1.0)
+    assert [nearby.update(_frame((PERSON, box)))[0] for box in boxes] == [24000] * 5
 
 
 def test_tracks_survive_max_age_missing_frames_then_die():
@@ -196,3 +210,7 @@ def test_bad_settings_refused():
         Tracker(iou_threshold=1.5)
     with pytest.raises(ValueError):
         Tracker(max_age=-1)
+    with pytest.raises(ValueError):
+        Tracker(box_buffer=-0.1)
+    with pytest.raises(ValueError):
+        Tracker(distance_gate=-1)

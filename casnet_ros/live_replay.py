@@ -123,7 +123,7 @@ class Interrupted(KeyboardInterrupt):
 
 def node_arguments(checkpoint: str | os.PathLike, *, image_topic: str, compressed: bool, device: str = "auto",
                    thresholds: Mapping[str, float | int] | None = None,
-                   cameras: Mapping[str, str] | None = None, tracking: bool = True) -> list[str]:
+                   cameras: Mapping[str, str] | None = None, tracking: bool = False) -> list[str]:
     """The ``--ros-args`` of a casnet_node that processes ``image_topic`` with reliable input; with ``cameras``
     ({name: topic}), of the batched node serving each camera from its topic (``image_topic`` unused; compressed
     topics end in /compressed, the node subscribes to ``<image_topic>/compressed``)."""
@@ -341,7 +341,7 @@ def replay_live(
     progress: bool = True,
     overwrite: bool = False,
     stop: threading.Event | None = None,
-    tracking: bool = True,
+    tracking: bool = False,
 ) -> dict[str, Any]:
     """Plays ``bag`` to a casnet_node process over DDS and records its answers in ``out_dir`` (see
     ``casnet_core.replay``; ``cameras``: {name: topic} of several camera topics, played to one batched node

@@ -48,7 +48,8 @@ def moving_objects(count: int, frames: int, height: int, width: int, *, seed: in
             k = numbers[label] = numbers.get(label, -1) + 1
             x0, y0 = positions[i]
             x1, y1 = positions[i] + sizes[i]
-            instances.append(Instance(id=label * 1000 + k, label_id=label, class_name="", score=float(rng.uniform(0.3, 1)),
+            instances.append(Instance(id=label * 1000 + k, label_id=label, class_name="",
+                                      score=float(rng.uniform(0.3, 1)),
                                       box=(float(x0), float(y0), float(x1), float(y1)), area=int(sizes[i].prod()),
                                       centroid=(float(x0 + x1) / 2, float(y0 + y1) / 2)))
         yield instances

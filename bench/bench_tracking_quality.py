@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {name: SegmentationTrackingQuality() for name in
             ("oracle, per frame", "oracle, tracked", "oracle, ceiling")}
     if not args.no_model:
-        rows.update({"model, per frame": SegmentationTrackingQuality(), "model, tracked": SegmentationTrackingQuality()})
+        rows.update({name: SegmentationTrackingQuality() for name in ("model, per frame", "model, tracked")})
     trackers = {"oracle": Tracker(), "model": Tracker()}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[f"{source}, tracked"].add(gt, trackers[source].track(prediction, stamp_ns=frame.stamp_ns).panoptic)
             rows["oracle, ceiling"].add(gt, perfect_association(sources["oracle"].panoptic, gt))
     print(f"drive: {args.frames} frames {width}x{height}, seed {args.seed}; oracle stride "
-          f"{predictor.model.output_stride}; model {checkpoint} on {predictor.device}; {time.perf_counter() - start:.0f} s")
+          f"{predictor.model.output_stride}; model {checkpoint} on {predictor.device}; "
+          f"{time.perf_counter() - start:.0f} s")
     print(f"{'':<18} {'STQ':>6} {'AQ':>6} {'SQ':>6} {'tracks':>7}")
     missed = False
     for name, metric in rows.items():

@@ -379,7 +379,8 @@ def replay_live(
                                   cameras=inputs.cameras)
         info = {"replay": "live", "bag": str(bag), **inputs.info(),
                 "checkpoint": str(checkpoint), "device": device, "domain_id": domain_id,
-                "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate", "tracking": "on" if tracking else "off"}
+                "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate",
+                "tracking": "on" if tracking else "off"}
         start = time.monotonic()
         try:
             _play(client, node, recorder, inputs.frames(bag, max_frames),

@@ -116,7 +116,8 @@ def test_ids_follow_the_objects_and_restart_when_stamps_go_back(client, frames, 
     boxes_1 = np.array([i.box for i in first.instances])
     overlap = box_iou(np.array([i.box for i in second.instances]), boxes_1)
     same = [(row, int(overlap[row].argmax())) for row in range(len(second.instances))
-            if overlap[row].max() >= 0.7 and second.instances[row].label_id == first.instances[overlap[row].argmax()].label_id]
+            if overlap[row].max() >= 0.7
+            and second.instances[row].label_id == first.instances[overlap[row].argmax()].label_id]
     assert same
     assert all(ids_2[row] == ids_1[column] for row, column in same)
     # ...which per-frame numbering would not give: the test frames are built so that they differ.

@@ -39,9 +39,10 @@ def panoptic_frame_message(message_class: MessageClass, panoptic_image: Any, ins
 def detections_message(message_class: MessageClass, instances: Sequence[Any], header: Any) -> Any:
     """vision_msgs/Detection2DArray of ``Predictor`` instances.
 
-    Detection2D.id is the instance's panoptic id (its value in ~/panoptic), the hypothesis class_id the
-    Cityscapes label id as a string (a key of ~/label_info), bbox the axis-aligned box as centre + size in
-    pixels. The hypothesis pose is empty (an image-space detection has no 3D pose).
+    Detection2D.id is the instance's panoptic id (its value in ~/panoptic; its track id when tracked: vision_msgs
+    documents it as the id that stays the same across messages), the hypothesis class_id the Cityscapes label id
+    as a string (a key of ~/label_info), bbox the axis-aligned box as centre + size in pixels. The hypothesis pose
+    is empty (an image-space detection has no 3D pose).
     """
     pose_type, point_type = message_class("geometry_msgs/msg/Pose"), message_class("geometry_msgs/msg/Point")
     # One empty pose shared by all hypotheses: building a PoseWithCovariance (36 covariance values) per detection

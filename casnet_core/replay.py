@@ -21,6 +21,9 @@ through ``ReplayRecorder`` and write to DIR:
   max; in-process the decode + ``Predictor.predict`` time, live the time from publishing a frame to
   receiving all its outputs), throughput; with ground truth, ``accuracy``: PQ SQ RQ PQ_th PQ_st AP AP50
   mIoU (and the per-class tables) of the processed frames that have ground truth.
+  With ground truth also ``tracking_quality``: STQ, AQ and SQ (``casnet_core.evaluation.stq``; Weber et al.
+  2021, as KITTI-STEP scores video panoptic segmentation) of those frames, with the instances tracked across
+  frames as the node tracks them (``--tracking on``, the default) or numbered per frame (``--tracking off``).
 * ``mosaic.png``: a few frames across the drive, each a row: input | panoptic colouring | overlay.
 * with ground truth, ``frames/``: those frames and their ground truth in the Cityscapes layout (split
   ``replay``, ``leftImg8bit`` + ``gtFine`` labelIds and instanceIds), and ``evaluation/``: the predictions
@@ -33,6 +36,10 @@ all of them (``cameras: [NAME, ...]``, ``NAME.image_topic``), in-process through
 outputs are recorded under the batched node's topics, ``/NAME/casnet/<output>`` (the outputs above),
 ``--frames`` counts per camera, and ``metrics.json`` has ``cameras``: per camera its topic, frames, latency and
 throughput, beside the totals. Such a replay is not evaluated (a ground-truth stamp names one frame of one camera).
+
+``--oracle NAME`` (in-process): the heads ``casnet eval --oracle NAME`` replaces come from the bag's ground
+truth (``full``: every head, at the network's stride), so the grouping and the tracking are measured without the
+network (``casnet_core.evaluation.oracles.oracle_prediction``).
 
 Ground truth is a ``sensor_msgs/Image`` topic (32SC1 Cityscapes panoptic ids, ``PANOPTIC_GT_TOPIC`` by
 default) whose header stamps equal the camera's. A frame that cannot be decoded is counted as failed,
@@ -64,10 +71,12 @@ from casnet_core import bags, default_model_path
 from casnet_core.checkpoint import CheckpointError
 from casnet_core.child_processes import interrupts_raise, run_child
 from casnet_core.errors import one_line
+from casnet_core.evaluation.oracles import ORACLES, oracle_prediction
 from casnet_core.export import model_mode
 from casnet_core.formats import check_outputs_spare_inputs
 from casnet_core.predict_command import add_threshold_arguments, thresholds_from_args
 from casnet_core.predictor import Predictor, resolve_device
+from casnet_core.tracking import Tracker
 # The recording side, shared with the live replay; its names are part of this module's interface.
 from casnet_core.replay_recorder import (ACCURACY_KEYS, OUTPUT_TOPICS, FrameResult, ReplayRecorder,  # noqa: F401
                                          format_summary, output_topics)
@@ -209,38 +218,67 @@ def replay(
     info: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     checkpoint: str | os.PathLike | None = None,
+    tracking: bool = False,
+    oracle: str | None = None,
 ) -> dict[str, Any]:
     """Replays ``bag`` through ``predictor`` (a ``casnet_core.predictor.Predictor``) in this process and
     writes ``out_dir`` (see the module docstring; ``cameras``: {name: topic} of several camera topics, their
     outputs recorded under ``output_topics(name)``, ``max_frames`` then per camera; ``overwrite``: replace an
     earlier replay there; ``checkpoint``: the predictor's file, protected like the bag); returns the metrics.
     Raises bags.BagError for a bag that cannot be used, ValueError for an ``out_dir`` that cannot be written
-    (``check_output``)."""
+    (``check_output``). ``tracking``: each camera's instances tracked as the node tracks them (one
+    ``casnet_core.tracking.Tracker`` per camera; ``casnet replay``'s default), else numbered per frame by the
+    Predictor; ``oracle``: an entry of
+    ``casnet_core.evaluation.oracles.ORACLES`` replacing heads of the network by the bag's ground truth
+    (``oracle_prediction``; ValueError without a ground-truth topic)."""
     inputs = replay_inputs(bag, image_topic=image_topic, gt_topic=gt_topic, cameras=cameras, max_frames=max_frames)
+    check_oracle(oracle, inputs)
     prepare_output(out_dir, [("--bag", bag), ("--checkpoint", checkpoint)], overwrite=overwrite)
     recorder = ReplayRecorder(out_dir, storage=storage or bags.bag_storage(bag), mode=predictor.mode,
                               total_frames=inputs.total_frames, gt_topic=inputs.gt_topic, progress=progress,
                               cameras=inputs.cameras)
+    trackers: dict[str, Tracker] = {}
     start = time.perf_counter()
     try:
         for camera, frame in inputs.frames(bag, max_frames):
-            result = predict_frame(predictor, frame)
+            result = predict_frame(predictor, frame, oracle=oracle)
             result.camera = camera
+            if tracking and result.prediction is not None:
+                tracker = trackers.setdefault(camera, Tracker())
+                result.prediction = tracker.track(result.prediction, stamp_ns=frame.stamp_ns)
             recorder.add(result)
     except BaseException:
         recorder.abort()
         raise
     return recorder.close(time.perf_counter() - start, {"replay": "in-process", "bag": str(bag), **inputs.info(),
-                                                        **(info or {})})
+                                                        "tracking": "on" if tracking else "off",
+                                                        **({"oracle": oracle} if oracle else {}), **(info or {})})
 
 
-def predict_frame(predictor: Any, frame: bags.BagFrame) -> FrameResult:
-    """One frame through the Predictor; latency = decode + predict time."""
+def check_oracle(oracle: str | None, inputs: ReplayInputs) -> None:
+    """ValueError (one line) unless ``oracle`` (None: none) can run on ``inputs``: it needs ground truth."""
+    if oracle is None:
+        return
+    if oracle not in ORACLES:
+        raise ValueError(f"--oracle {oracle}: expected one of {', '.join(ORACLES)}")
+    if inputs.gt_topic is None:
+        raise ValueError(f"--oracle {oracle} needs the bag's panoptic ground truth, and the bag has no "
+                         f"ground-truth topic (--gt-topic; default {bags.PANOPTIC_GT_TOPIC})")
+
+
+def predict_frame(predictor: Any, frame: bags.BagFrame, oracle: str | None = None) -> FrameResult:
+    """One frame through the Predictor (or ``oracle`` with the frame's ground truth); latency = decode + predict
+    time."""
     if frame.image_rgb is None:
         return FrameResult(frame, "failed", error=frame.error)
+    if oracle is not None and frame.panoptic_gt is None:
+        return FrameResult(frame, "failed", error=f"--oracle {oracle}: {frame.gt_error or bags.NO_GT_WITH_STAMP}")
     start = time.perf_counter()
     try:
-        prediction = predictor.predict(frame.image_rgb)
+        if oracle is None:
+            prediction = predictor.predict(frame.image_rgb)
+        else:
+            prediction = oracle_prediction(predictor, frame.image_rgb, frame.panoptic_gt, oracle)
     except (ValueError, RuntimeError) as error:  # e.g. an image too small for the network
         return FrameResult(frame, "failed", error=f"{type(error).__name__}: {one_line(error)}")
     latency_s = frame.decode_s + time.perf_counter() - start
@@ -276,8 +314,11 @@ def _main(args: argparse.Namespace) -> int:
         # Everything that can be checked is, before anything is written or started.
         device = resolve_device(args.device)
         cameras = camera_topics(args.image_topic)
-        replay_inputs(args.bag, image_topic=single_image_topic(args.image_topic), gt_topic=args.gt_topic,
-                      cameras=cameras)
+        inputs = replay_inputs(args.bag, image_topic=single_image_topic(args.image_topic), gt_topic=args.gt_topic,
+                               cameras=cameras)
+        if args.oracle and args.live:
+            raise ValueError("--oracle runs in-process (the node has no oracle): leave out --live")
+        check_oracle(args.oracle, inputs)
         checkpoint = checkpoint_from_args(args)
         mode = model_mode(checkpoint)
         check_output(args.out, [("--bag", args.bag), ("--checkpoint", checkpoint)], overwrite=args.overwrite)
@@ -294,7 +335,8 @@ def _main(args: argparse.Namespace) -> int:
             predictor = Predictor.from_checkpoint(str(checkpoint), device=str(device), **thresholds_from_args(args))
             metrics = replay(args.bag, args.out, predictor, image_topic=single_image_topic(args.image_topic),
                              gt_topic=args.gt_topic, cameras=cameras, max_frames=args.frames, storage=args.storage,
-                             overwrite=args.overwrite, checkpoint=checkpoint,
+                             overwrite=args.overwrite, checkpoint=checkpoint, tracking=args.tracking == "on",
+                             oracle=args.oracle,
                              info={"checkpoint": str(checkpoint), "device": str(predictor.device), "mode": mode})
     except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
@@ -311,6 +353,7 @@ def live_arguments(args: argparse.Namespace) -> list[str]:
     """The command line of ``python -m casnet_ros.live_replay`` for parsed ``casnet replay --live`` arguments."""
     argv = ["--bag", str(args.bag), "--out", str(args.out), "--device", args.device, "--live"]
     argv += ["--overwrite"] if args.overwrite else []
+    argv += ["--tracking", args.tracking]
     for topic in args.image_topic or []:
         argv += ["--image-topic", topic]
     options = {"--checkpoint": args.checkpoint, "--gt-topic": args.gt_topic,
@@ -352,4 +395,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pace.add_argument("--max-rate", action="store_true",
                       help="live: send each frame as soon as the node answered the previous one")
     parser.add_argument("--domain-id", type=int, help="live: ROS_DOMAIN_ID (default: from the pid)")
+    parser.add_argument("--tracking", choices=("on", "off"), default="on",
+                        help="track instances across frames as the node does (default on; off: numbered per frame); "
+                             "STQ, AQ and SQ are reported either way")
+    parser.add_argument("--oracle", choices=ORACLES,
+                        help="in-process: replace heads of the network by the bag's ground truth, as casnet eval "
+                             "--oracle does (full: all heads, at the network's stride): grouping and tracking "
+                             "measured without the network")
     add_threshold_arguments(parser)

@@ -20,6 +20,8 @@ from casnet_core import autoware, bags, messages
 from casnet_core.errors import one_line
 from casnet_core.evaluation import (CityscapesResultWriter, EvalPrediction, run_official_evaluators,
                                     segment_label_ids, write_metrics)
+from casnet_core.evaluation.classes import EVAL_LABEL_IDS, THING_LABEL_IDS
+from casnet_core.evaluation.stq import STQ_KEYS, SegmentationTrackingQuality
 from casnet_core.predictor import Instance, Prediction
 from casnet_core.visualize import colorize
 
@@ -115,6 +117,8 @@ class ReplayRecorder:
         self.without_ground_truth: dict[str, int] = {}
         self._frames_root = self.out_dir / "frames"
         self._results_writer = None
+        # STQ over the frames with ground truth, one sequence per camera; instance mode scores the thing classes.
+        self._stq = SegmentationTrackingQuality(THING_LABEL_IDS if mode == "instance" else EVAL_LABEL_IDS)
         self.counts = {"received": 0, "processed": 0, "dropped": 0, "failed": 0, "evaluated": 0}
         self.latencies_s: list[float] = []
         self.failures: list[dict[str, Any]] = []
@@ -159,6 +163,7 @@ class ReplayRecorder:
         self._write_outputs(result)
         if self._evaluate and problem is None and frame.panoptic_gt is not None:
             self._write_evaluation_frame(frame, prediction)
+            self._stq.add(frame.panoptic_gt, prediction.panoptic, result.camera)
         if self._mosaic_targets and position >= self._mosaic_targets[0] and frame.image_rgb is not None:
             while self._mosaic_targets and position >= self._mosaic_targets[0]:
                 self._mosaic_targets.pop(0)
@@ -228,6 +233,7 @@ class ReplayRecorder:
         metrics["throughput_fps"] = self.counts["processed"] / wall_s if wall_s > 0 else None
         metrics["wall_s"] = wall_s
         metrics["accuracy"] = self._accuracy()
+        metrics["tracking_quality"] = self._tracking_quality()
         metrics["ground_truth"] = self.ground_truth_summary()
         metrics["failures"] = self.failures
         if self.cameras:
@@ -254,6 +260,17 @@ class ReplayRecorder:
         """Closes the output bag (readable, with what was recorded) without evaluating: after an error or Ctrl-C."""
         self._progress.close()
         self._bag.close()
+
+    def _tracking_quality(self) -> dict[str, Any] | None:
+        """``metrics.json``'s ``tracking_quality``: STQ, AQ, SQ (``casnet_core.evaluation.stq``), ground-truth tracks
+        and frames over the frames with ground truth, all cameras together, and per camera under ``cameras``."""
+        if self._results_writer is None:
+            return None
+        result = self._stq.result()
+        sequences = result.pop("sequences")
+        if self.cameras:
+            result["cameras"] = sequences
+        return result
 
     def _accuracy(self) -> dict[str, Any] | None:
         if self._results_writer is None:
@@ -302,6 +319,10 @@ def prediction_from_outputs(panoptic: np.ndarray, semantic: np.ndarray, instance
                    for i in instances])
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
 def format_summary(metrics: Mapping[str, Any]) -> str:
     """The few lines printed at the end of a replay."""
 
@@ -332,6 +353,13 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
         lines.append("accuracy: no ground-truth topic in the bag")
     else:
         lines.append("accuracy: not computed: no processed frame has usable ground truth")
+    quality = metrics.get("tracking_quality")
+    if quality:
+        tracking = f" (tracking {metrics['tracking']})" if metrics.get("tracking") else ""
+        lines.append(f"tracking quality{tracking} on {quality['frames']} frames, {quality['tracks']} ground-truth "
+                     "tracks: " + "  ".join(f"{k} {_percent(quality[k])}" for k in STQ_KEYS))
+        for camera, figures in (quality.get("cameras") or {}).items():
+            lines.append(f"  camera {camera}: " + "  ".join(f"{k} {_percent(figures[k])}" for k in STQ_KEYS))
     if ground_truth and ground_truth["frames_without"]:
         lines.append(f"frames without usable ground truth: {ground_truth['frames_without']} of {frames['received']} ("
                      + "; ".join(f"{count} {why}" for why, count in ground_truth["why"].items()) + ")")

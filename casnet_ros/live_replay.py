@@ -128,12 +128,13 @@ class Interrupted(KeyboardInterrupt):
 
 def node_arguments(checkpoint: str | os.PathLike, *, image_topic: str, compressed: bool, device: str = "auto",
                    thresholds: Mapping[str, float | int] | None = None,
-                   cameras: Mapping[str, str] | None = None) -> list[str]:
+                   cameras: Mapping[str, str] | None = None, tracking: bool = False) -> list[str]:
     """The ``--ros-args`` of a casnet_node that processes ``image_topic`` with reliable input; with ``cameras``
     ({name: topic}), of the batched node serving each camera from its topic (``image_topic`` unused; compressed
     topics end in /compressed, the node subscribes to ``<image_topic>/compressed``)."""
     arguments = ["-p", f"checkpoint:={Path(checkpoint).resolve()}", "-p", f"device:={device}",
-                 "-p", "input_reliability:=reliable", "-p", "publish_overlay:=false"]
+                 "-p", "input_reliability:=reliable", "-p", "publish_overlay:=false",
+                 "-p", f"tracking:={'true' if tracking else 'false'}"]
     for name, value in (thresholds or {}).items():
         # Doubles need a decimal point, or the parameter arrives as an integer and is refused.
         arguments += ["-p", f"{name}:={float(value)!r}" if isinstance(value, float) else f"{name}:={int(value)}"]
@@ -346,6 +347,7 @@ def replay_live(
     progress: bool = True,
     overwrite: bool = False,
     stop: threading.Event | None = None,
+    tracking: bool = False,
 ) -> dict[str, Any]:
     """Plays ``bag`` to a casnet_node process over DDS and records its answers in ``out_dir`` (see
     ``casnet_core.replay``; ``cameras``: {name: topic} of several camera topics, played to one batched node
@@ -378,13 +380,15 @@ def replay_live(
     node = client = None
     try:
         node = NodeProcess(node_arguments(checkpoint, image_topic=inputs.image_topic or "", compressed=compressed,
-                                          device=device, thresholds=thresholds, cameras=inputs.cameras),
+                                          device=device, thresholds=thresholds, cameras=inputs.cameras,
+                                          tracking=tracking),
                            domain_id=domain_id, log_path=out_dir / "casnet_node.log")
         client = _Client(domain_id, inputs.cameras or {"": inputs.image_topic}, compressed)
         _wait(lambda: client.ready(), node, startup_timeout, "casnet_node to come up", stop=stop)
         info = {"replay": "live", "bag": str(bag), **inputs.info(),
                 "checkpoint": str(checkpoint), "device": device, "domain_id": domain_id,
-                "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate"}
+                "pace": "max-rate" if max_rate else f"{rate:g} x recorded rate",
+                "tracking": "on" if tracking else "off"}
         start = time.monotonic()
         _play(client, node, recorder, inputs.frames(bag, max_frames),
               rate=rate, max_rate=max_rate, frame_timeout=frame_timeout, stop=stop)
@@ -519,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                                   rate=args.rate or 1.0,
                                   max_rate=args.max_rate, max_frames=args.frames, storage=args.storage,
                                   device=args.device, thresholds=thresholds_from_args(args), domain_id=args.domain_id,
-                                  overwrite=args.overwrite, stop=signals.stop)
+                                  overwrite=args.overwrite, stop=signals.stop, tracking=args.tracking == "on")
     except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ Topics of one camera (``~/x`` is ``<namespace>/<node name>/x``; remap ``~/image`
   out ~/semantic          sensor_msgs/Image mono8: Cityscapes label id per pixel (0 void)
   out ~/instances         casnet_msgs/PanopticFrame: header + panoptic image + instance list
   out ~/detections        vision_msgs/Detection2DArray: class id = label id as a string,
-                          Detection2D.id = panoptic id of the instance
+                          Detection2D.id = panoptic id of the instance (its track's with tracking on)
   out ~/overlay           sensor_msgs/Image rgb8 colour overlay (computed only while subscribed)
   out ~/label_info        vision_msgs/LabelInfo, transient local: label id -> class name
   out ~/rois, ~/mask, ~/instance_mask
@@ -68,6 +68,8 @@ Design decisions:
   are read at configure and refused while the node is configured.
 * Transport: main() selects the shipped Fast DDS profile (config/fastdds_shm.xml) before rclpy starts,
   unless the environment names another profile; see casnet_ros.transport.
+* Tracking (``tracking``, on by default): one tracker per camera keeps an object's panoptic id across frames
+  (casnet_ros.tracking_parameters); it starts afresh on activate and when a camera's stamps go backwards.
 * Only APIs present in Humble are used, so the node runs unchanged on Humble, Jazzy and Kilted.
 """
 
@@ -94,6 +96,7 @@ from casnet_ros.parameters import (CAMERAS, CAMERAS_DESCRIPTOR, CONFIGURE_TIME_P
                                    PARAMETERS, LiveSettings, StagedSettings, Thresholds, camera_topic_descriptor,
                                    camera_topic_parameter, check, check_cameras, check_topic, is_live)
 from casnet_ros.statistics import STATUS_SUFFIX, Statistics, diagnostic_status
+from casnet_ros.tracking_parameters import tracker_factory
 from casnet_ros.transitions import guarded, run_each
 from casnet_ros.worker import Activation
 
@@ -235,7 +238,8 @@ class CasnetNode(LifecycleNode):
         activation = Activation(
             self._predictor, cameras, live_settings=lambda: self._live.current,
             clock_ns=lambda: self.get_clock().now().nanoseconds, logger=self.get_logger(),
-            others_wait=self._param("batch_timeout_ms") * 1e-3 if len(cameras) > 1 else 0.0)
+            others_wait=self._param("batch_timeout_ms") * 1e-3 if len(cameras) > 1 else 0.0,
+            make_tracker=tracker_factory(self._param))
         self._activation = activation
         qos = input_qos(self._param("input_reliability"))
         for camera in cameras:

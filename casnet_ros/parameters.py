@@ -26,6 +26,7 @@ from rclpy.validate_topic_name import validate_topic_name
 from casnet_core.postprocess import DEFAULT_THRESHOLDS
 from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, PRECISIONS, Predictor
 from casnet_ros.statistics import DEFAULT_INPUT_TIMEOUT_S, DEFAULT_WINDOW_S
+from casnet_ros.tracking_parameters import TRACKING_PARAMETERS
 
 OUTPUTS = ("panoptic", "semantic", "instances", "detections", "overlay",
            "rois", "mask", "instance_mask")  # the last three: Autoware's (casnet_ros.autoware)
@@ -34,7 +35,7 @@ CAMERA_TOPIC_SUFFIX = ".image_topic"
 # Read at configure only.
 CONFIGURE_TIME_PARAMETERS = ("checkpoint", "device", "precision", "cuda_graph", "backend", "mode", "input_height",
                              "input_width", "max_input_size", "input_reliability", "subscribe_compressed",
-                             "diagnostics_period", "batch_timeout_ms", CAMERAS)
+                             "diagnostics_period", "batch_timeout_ms", CAMERAS, *TRACKING_PARAMETERS)
 CHOICES = {"mode": ("", "panoptic", "instance"), "input_reliability": ("best_effort", "reliable"),
            "backend": ("auto", "torch", "onnxruntime"), "precision": tuple(PRECISIONS)}
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -194,6 +195,7 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         "With several cameras: the longest a frame waits for the other cameras' frames to join its batch "
         "(a silent camera never holds the others back longer). Read at configure.", floating=(0.0, 10000.0))),
     **{f"publish_{name}": (True, _descriptor(f"Publish ~/{name} (live).")) for name in OUTPUTS},
+    **TRACKING_PARAMETERS,
 }
 CAMERAS_DESCRIPTOR = ParameterDescriptor(
     type=ParameterType.PARAMETER_STRING_ARRAY,

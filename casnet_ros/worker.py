@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, NamedTuple
 
 from casnet_core.predictor import Prediction, Predictor, batch_groups
+from casnet_core.tracking import Tracker
 from casnet_core.visualize import colorize
 from casnet_ros import conversions
 from casnet_ros.cameras import Camera, build_outputs
@@ -46,14 +47,19 @@ class Activation:
         clock_ns: the node's clock, in nanoseconds (stamps and latencies are on the node's clock).
         logger: the node's logger.
         others_wait: seconds the first frame of a batch waits for the other cameras' frames.
+        make_tracker: makes a camera's instance tracker (``casnet_ros.tracking_parameters``); None: no tracking.
+            One per camera, made at its first frame, so each activation starts its tracks afresh.
     """
 
     def __init__(self, predictor: Predictor, cameras: tuple[Camera, ...], *, live_settings: Callable[[], LiveSettings],
-                 clock_ns: Callable[[], int], logger: Any, others_wait: float = 0.0) -> None:
+                 clock_ns: Callable[[], int], logger: Any, others_wait: float = 0.0,
+                 make_tracker: Callable[[], Tracker] | None = None) -> None:
         self.predictor = predictor
         self.cameras = {camera.name: camera for camera in cameras}
         self.live_settings, self.clock_ns, self.logger = live_settings, clock_ns, logger
         self.others_wait = others_wait
+        self.make_tracker = make_tracker
+        self.trackers: dict[str, Tracker] = {}  # per camera name
         self.stop = threading.Event()
         self.frames = LatestFrameMailboxes(tuple(self.cameras))  # Frame per camera
         self.overlays = LatestFrameMailboxes(tuple(self.cameras))  # (rgb, prediction, header) per camera
@@ -152,6 +158,12 @@ class Activation:
 
     def _publish(self, item: _Decoded, prediction: Prediction, predict_seconds: float) -> None:
         header = item.frame.msg.header
+        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        if self.make_tracker is not None:
+            tracker = self.trackers.get(item.camera.name)
+            if tracker is None:
+                tracker = self.trackers[item.camera.name] = self.make_tracker()
+            prediction = tracker.track(prediction, stamp_ns=stamp_ns)
         build_start = time.perf_counter()
         messages = build_outputs(prediction, header, item.wanted, self.predictor.mode)
         built = time.perf_counter()
@@ -160,7 +172,6 @@ class Activation:
         if "overlay" in item.wanted:
             self.overlays.put(item.camera.name, (item.rgb, prediction, header))
 
-        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         latency = (self.clock_ns() - stamp_ns) * 1e-9
         stages = {"receive": (item.frame.received_ns - stamp_ns) * 1e-9,
                   "wait": (item.started_ns - item.frame.received_ns) * 1e-9, "decode": item.decoded - item.start,

@@ -18,11 +18,13 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from scipy import ndimage
 
+from casnet_core.evaluation.classes import NAME_OF_ID, segment_label_ids
 from casnet_core.evaluation.writers import EvalPrediction
-from casnet_core.labels import class_space
+from casnet_core.labels import LABEL_DIVISOR, class_space
 from casnet_core.postprocess import DEFAULT_THRESHOLDS, common_attribute_support
-from casnet_core.predictor import network_input_size
+from casnet_core.predictor import Instance, Prediction, network_input_size
 from casnet_core.targets import build_targets
 
 HEADS = ("semantic", "seeds", "attributes")
@@ -198,3 +200,46 @@ def _post_process(
         )
     scores = dict(zip(output.instance_ids.tolist(), output.instance_scores.tolist()))
     return EvalPrediction(output.panoptic[0].cpu().numpy(), output.semantic[0].cpu().numpy(), scores)
+
+
+def oracle_prediction(predictor, image_rgb: np.ndarray, panoptic_gt: np.ndarray, oracle: str) -> Prediction:
+    """The ``Prediction`` of an oracle (an entry of ORACLES) on one frame with Cityscapes panoptic ground truth
+    ``panoptic_gt`` (H, W) (a drive's ground-truth topic), for ``casnet replay --oracle``: "semantic" and the
+    per-head oracles as ``casnet eval`` runs them with ``predictor``; "full" the ground-truth heads at the
+    network's stride (``full_oracle_prediction`` with its oracle thresholds), so that grouping, and tracking
+    after it, are measured without the network. Instances as the Predictor gives them (``instances_of``)."""
+    label_ids = segment_label_ids(panoptic_gt).astype(np.uint8)
+    instance_ids = np.asarray(panoptic_gt, dtype=np.int32)
+    if oracle == "semantic":
+        return predictor.predict(image_rgb, semantic_label_ids=label_ids)
+    if oracle == "full":
+        result = full_oracle_prediction(label_ids, instance_ids, mode=predictor.class_space.mode,
+                                        stride=predictor.model.output_stride)
+    else:
+        result = head_oracle_prediction(predictor, image_rgb, label_ids, instance_ids, heads=oracle)
+    panoptic = np.asarray(result.panoptic, dtype=np.int32)
+    return Prediction(panoptic, np.asarray(result.semantic, dtype=np.uint8), instances_of(panoptic, result.scores))
+
+
+def instances_of(panoptic: np.ndarray, scores: Mapping[int, float]) -> list[Instance]:
+    """The thing instances (ids >= 1000) of an (H, W) panoptic map, with box, area and centroid as the Predictor
+    computes them and the score of ``scores`` (id -> score; 1.0 for an id without one), by decreasing score."""
+    flat = np.asarray(panoptic, dtype=np.int64).ravel()
+    areas = np.bincount(flat)
+    ids = np.flatnonzero(areas[LABEL_DIVISOR:]) + LABEL_DIVISOR
+    if ids.size == 0:
+        return []
+    height, width = panoptic.shape
+    sum_x = np.bincount(flat, weights=np.tile(np.arange(width, dtype=np.float64) + 0.5, height))
+    sum_y = np.bincount(flat, weights=np.repeat(np.arange(height, dtype=np.float64) + 0.5, width))
+    slices = ndimage.find_objects(np.asarray(panoptic, dtype=np.int32), max_label=int(ids[-1]))
+    instances = []
+    for segment in ids.tolist():
+        rows, columns = slices[segment - 1]
+        label = segment // LABEL_DIVISOR
+        instances.append(Instance(
+            id=segment, label_id=label, class_name=NAME_OF_ID.get(label, str(label)),
+            score=float(scores.get(segment, 1.0)),
+            box=(float(columns.start), float(rows.start), float(columns.stop), float(rows.stop)),
+            area=int(areas[segment]), centroid=(sum_x[segment] / areas[segment], sum_y[segment] / areas[segment])))
+    return sorted(instances, key=lambda instance: (-instance.score, instance.id))

@@ -1,0 +1,271 @@
+"""Instance tracking across the frames of one camera: the same object keeps its panoptic id.
+
+``Tracker.track(prediction)`` renumbers a ``Prediction``'s thing instances (and its panoptic map) so that an
+object keeps ``label_id * 1000 + k`` from frame to frame while it is tracked. The association is ByteTrack's
+(Zhang et al. 2022) in two stages, on box IoU within a class, solved optimally by
+``scipy.optimize.linear_sum_assignment``:
+
+1. instances scoring at least ``high_score`` against every live track (IoU >= ``iou_threshold``);
+2. the lower-scoring instances against the tracks still unmatched (IoU >= ``low_iou_threshold``), so that a
+   briefly weak instance keeps its track rather than starting a new one;
+3. (not ByteTrack's) the instances still unmatched against the tracks still unmatched by the distance of their box
+   centres, within ``distance_gate`` box sizes: small objects (a distant pedestrian) move by more than their size.
+
+The IoU is that of boxes widened by ``box_buffer`` of their size on each side (C-BIoU, Yang et al. 2023), again
+for small or fast objects whose boxes of consecutive frames barely overlap.
+
+The box a track is compared with is its last box moved on by its velocity (the mean per-frame change of its box,
+smoothed), so objects that move or grow (the camera drives towards them) stay matched. Unlike ByteTrack, an
+instance left unmatched always starts a track, whatever its score: every instance of the panoptic map needs a
+number. A track not seen for more than ``max_age`` frames dies.
+
+Numbers: k < 1000 per class (the Cityscapes encoding). A new track takes the number of its class used least
+recently: first the numbers never used (0, 1, 2, ...), then those of dead tracks, the longest dead first, so a
+number comes back as late as possible. Should all 1000 be held (more than 999 tracks of one class within
+``max_age`` frames), the track of that class seen least recently gives its number up.
+
+Deterministic: the same frames give the same ids. No ROS here; the node keeps one tracker per camera and
+starts it afresh when stamps go backwards (``track(..., stamp_ns=...)``) or on deactivate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from casnet_core.labels import LABEL_DIVISOR
+from casnet_core.predictor import Instance, Prediction
+
+#: Defaults of ``Tracker``'s settings (and of the node's track_* parameters).
+DEFAULT_TRACKING = {
+    "iou_threshold": 0.3,  # first stage: least box IoU of a confident instance with its track
+    "low_iou_threshold": 0.5,  # second stage: least box IoU of a weak instance with a track (ByteTrack: 0.5)
+    "high_score": 0.6,  # instances scoring at least this are matched first
+    "max_age": 5,  # frames a track is kept without being seen
+    "box_buffer": 0.3,  # boxes widened by this fraction of their size on each side before the IoU (C-BIoU)
+    "distance_gate": 1.0,  # third stage: centres at most this many box sizes apart (0: no third stage)
+}
+# Weight of the newest box change in a track's velocity.
+_VELOCITY_SMOOTHING = 0.5
+_NO_MATCH = 1e6
+
+
+@dataclass
+class _Track:
+    label_id: int
+    number: int
+    box: np.ndarray  # (4,) x0, y0, x1, y1 when last seen
+    velocity: np.ndarray  # (4,) box change per frame
+    last_seen: int  # frame index
+    hits: int = 1
+
+
+class _Numbers:
+    """The numbers k of one class: the never-used ones in order, then the released ones, least recently used
+    first."""
+
+    def __init__(self) -> None:
+        self._next_fresh = 0
+        self._released: OrderedDict[int, None] = OrderedDict()
+
+    def take(self) -> int | None:
+        if self._next_fresh < LABEL_DIVISOR:
+            self._next_fresh += 1
+            return self._next_fresh - 1
+        if self._released:
+            return self._released.popitem(last=False)[0]
+        return None
+
+    def release(self, number: int) -> None:
+        self._released[number] = None
+
+
+def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """(A, 4), (B, 4) x0, y0, x1, y1 boxes -> (A, B) IoU (0 where either box is empty)."""
+    x0 = np.maximum(boxes_a[:, None, 0], boxes_b[None, :, 0])
+    y0 = np.maximum(boxes_a[:, None, 1], boxes_b[None, :, 1])
+    x1 = np.minimum(boxes_a[:, None, 2], boxes_b[None, :, 2])
+    y1 = np.minimum(boxes_a[:, None, 3], boxes_b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = np.clip(boxes_a[:, 2] - boxes_a[:, 0], 0, None) * np.clip(boxes_a[:, 3] - boxes_a[:, 1], 0, None)
+    area_b = np.clip(boxes_b[:, 2] - boxes_b[:, 0], 0, None) * np.clip(boxes_b[:, 3] - boxes_b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def buffered(boxes: np.ndarray, buffer: float) -> np.ndarray:
+    """(N, 4) boxes widened by ``buffer`` times their width and height on each side (C-BIoU's buffered boxes)."""
+    if buffer == 0:
+        return boxes
+    size = boxes[:, 2:] - boxes[:, :2]
+    return np.concatenate([boxes[:, :2] - buffer * size, boxes[:, 2:] + buffer * size], axis=1)
+
+
+def centre_closeness(boxes_a: np.ndarray, boxes_b: np.ndarray, gate: float) -> np.ndarray:
+    """(A, 4), (B, 4) boxes -> (A, B) 1 - centre distance / (``gate`` x their mean size), at least 0; the size of a
+    box is the square root of its area, so the gate scales with the objects, and a size change beyond 2x is no
+    match."""
+    centres_a, centres_b = (boxes_a[:, :2] + boxes_a[:, 2:]) / 2, (boxes_b[:, :2] + boxes_b[:, 2:]) / 2
+    size_a = np.sqrt(np.clip(np.prod(boxes_a[:, 2:] - boxes_a[:, :2], axis=1), 1e-6, None))
+    size_b = np.sqrt(np.clip(np.prod(boxes_b[:, 2:] - boxes_b[:, :2], axis=1), 1e-6, None))
+    distance = np.linalg.norm(centres_a[:, None] - centres_b[None, :], axis=2)
+    scale = gate * (size_a[:, None] + size_b[None, :]) / 2
+    closeness = np.clip(1.0 - distance / scale, 0.0, None)
+    ratio = size_a[:, None] / size_b[None, :]
+    closeness[(ratio > 2.0) | (ratio < 0.5)] = 0.0
+    return closeness
+
+
+def _assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(row, column) pairs of the assignment that maximises the summed IoU, pairs below ``threshold`` (or not
+    overlapping at all) left out."""
+    if iou.size == 0:
+        return []
+    cost = np.where((iou >= threshold) & (iou > 0), 1.0 - iou, _NO_MATCH)
+    rows, columns = linear_sum_assignment(cost)
+    return [(int(r), int(c)) for r, c in zip(rows, columns) if cost[r, c] < _NO_MATCH]
+
+
+class Tracker:
+    """Tracks the thing instances of one camera's frames (see the module docstring).
+
+    Args:
+        iou_threshold: least box IoU, within a class, between a confident instance and the predicted box of its
+            track (first stage).
+        low_iou_threshold: the same for instances scoring below ``high_score`` (second stage).
+        high_score: instances scoring at least this are matched in the first stage, the others in the second.
+        max_age: frames a track survives without being seen (0: only consecutive frames).
+        box_buffer: boxes are widened by this fraction of their width and height on each side before the IoU.
+        distance_gate: third stage, centres at most this many box sizes apart (0: no third stage).
+    """
+
+    def __init__(self, *, iou_threshold: float = DEFAULT_TRACKING["iou_threshold"],
+                 low_iou_threshold: float = DEFAULT_TRACKING["low_iou_threshold"],
+                 high_score: float = DEFAULT_TRACKING["high_score"],
+                 max_age: int = DEFAULT_TRACKING["max_age"],
+                 box_buffer: float = DEFAULT_TRACKING["box_buffer"],
+                 distance_gate: float = DEFAULT_TRACKING["distance_gate"]) -> None:
+        if not (0.0 <= iou_threshold <= 1.0 and 0.0 <= low_iou_threshold <= 1.0):
+            raise ValueError(f"IoU thresholds must be in [0, 1], got {iou_threshold}, {low_iou_threshold}")
+        if max_age < 0:
+            raise ValueError(f"max_age must be >= 0, got {max_age}")
+        if box_buffer < 0:
+            raise ValueError(f"box_buffer must be >= 0, got {box_buffer}")
+        self.box_buffer = float(box_buffer)
+        if distance_gate < 0:
+            raise ValueError(f"distance_gate must be >= 0, got {distance_gate}")
+        self.distance_gate = float(distance_gate)
+        self.iou_threshold, self.low_iou_threshold = float(iou_threshold), float(low_iou_threshold)
+        self.high_score, self.max_age = float(high_score), int(max_age)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets every track: the next frame numbers its instances afresh from 0."""
+        self._tracks: list[_Track] = []
+        self._numbers: dict[int, _Numbers] = {}
+        self._frame = -1
+        self._last_stamp_ns: int | None = None
+
+    @property
+    def live_tracks(self) -> int:
+        return len(self._tracks)
+
+    def track(self, prediction: Prediction, stamp_ns: int | None = None) -> Prediction:
+        """The prediction with its instances renumbered by their tracks (ids and panoptic map; instances keep
+        their order). A ``stamp_ns`` earlier than the previous frame's (a bag played again from the start)
+        resets the tracker first."""
+        if stamp_ns is not None:
+            if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+                self.reset()
+            self._last_stamp_ns = stamp_ns
+        ids = self.update(prediction.instances)
+        mapping = {instance.id: new_id for instance, new_id in zip(prediction.instances, ids)}
+        instances = [dataclasses.replace(instance, id=mapping[instance.id]) for instance in prediction.instances]
+        return dataclasses.replace(prediction, instances=instances,
+                                   panoptic=relabel_panoptic(prediction.panoptic, mapping))
+
+    def update(self, instances: list[Instance]) -> list[int]:
+        """Associates one frame's instances with the live tracks; returns each instance's tracked panoptic id
+        (``label_id * 1000 + k``), in the order given."""
+        self._frame += 1
+        frame = self._frame
+        self._tracks = [t for t in self._tracks if not self._expired(t, frame)]
+        count = len(instances)
+        boxes = np.array([instance.box for instance in instances], dtype=np.float64).reshape(count, 4)
+        labels = np.array([instance.label_id for instance in instances], dtype=np.int64)
+        scores = np.array([instance.score for instance in instances], dtype=np.float64)
+        tracks = self._tracks
+        predicted = np.array([t.box + t.velocity * (frame - t.last_seen) for t in tracks]).reshape(len(tracks), 4)
+        track_labels = np.array([t.label_id for t in tracks], dtype=np.int64)
+        iou = box_iou(buffered(predicted, self.box_buffer), buffered(boxes, self.box_buffer))
+        iou[track_labels[:, None] != labels[None, :]] = 0.0  # never across classes
+
+        matched: dict[int, _Track] = {}  # instance index -> track
+        free_tracks = np.ones(len(tracks), dtype=bool)
+        for selected, threshold in ((scores >= self.high_score, self.iou_threshold),
+                                    (scores < self.high_score, self.low_iou_threshold)):
+            rows, columns = np.flatnonzero(free_tracks), np.flatnonzero(selected)
+            for r, c in _assign(iou[np.ix_(rows, columns)], threshold):
+                track, index = tracks[rows[r]], int(columns[c])
+                matched[index] = track
+                free_tracks[rows[r]] = False
+        if self.distance_gate > 0:
+            rows = np.flatnonzero(free_tracks)
+            columns = np.array([index for index in range(count) if index not in matched], dtype=np.int64)
+            closeness = centre_closeness(predicted[rows], boxes[columns], self.distance_gate)
+            closeness[track_labels[rows][:, None] != labels[columns][None, :]] = 0.0
+            for r, c in _assign(closeness, 0.0):
+                matched[int(columns[c])] = tracks[rows[r]]
+        ids = []
+        for index in range(count):
+            track = matched.get(index)
+            if track is None:
+                track = self._start(int(labels[index]), boxes[index], frame, taken=matched.values())
+                matched[index] = track
+            else:
+                self._follow(track, boxes[index], frame)
+            ids.append(track.label_id * LABEL_DIVISOR + track.number)
+        return ids
+
+    def _expired(self, track: _Track, frame: int) -> bool:
+        if frame - track.last_seen - 1 <= self.max_age:  # frames missed so far
+            return False
+        self._numbers[track.label_id].release(track.number)
+        return True
+
+    def _follow(self, track: _Track, box: np.ndarray, frame: int) -> None:
+        step = (box - track.box) / max(frame - track.last_seen, 1)
+        track.velocity = step if track.hits == 1 else (
+            _VELOCITY_SMOOTHING * step + (1.0 - _VELOCITY_SMOOTHING) * track.velocity)
+        track.box, track.last_seen, track.hits = box.copy(), frame, track.hits + 1
+
+    def _start(self, label_id: int, box: np.ndarray, frame: int, taken) -> _Track:
+        numbers = self._numbers.setdefault(label_id, _Numbers())
+        number = numbers.take()
+        if number is None:  # all 1000 held: the track of this class seen least recently gives its number up
+            held = {id(t) for t in taken}
+            lost = [t for t in self._tracks if t.label_id == label_id and id(t) not in held]
+            if not lost:
+                raise ValueError(f"more than {LABEL_DIVISOR} instances of label id {label_id} in one frame")
+            oldest = min(lost, key=lambda t: (t.last_seen, t.number))
+            self._tracks.remove(oldest)
+            number = oldest.number
+        track = _Track(label_id, number, box.copy(), np.zeros(4), frame)
+        self._tracks.append(track)
+        return track
+
+
+def relabel_panoptic(panoptic: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """(H, W) panoptic ids with each key of ``mapping`` replaced by its value (all at once, so ids may swap);
+    the array itself when nothing changes."""
+    changes = {old: new for old, new in mapping.items() if old != new}
+    if not changes:
+        return panoptic
+    size = max(int(panoptic.max(initial=0)), *changes) + 1
+    table = np.arange(size, dtype=panoptic.dtype)
+    table[list(changes)] = list(changes.values())
+    return table[panoptic]

@@ -1,0 +1,216 @@
+"""The instance tracker (casnet_core.tracking): an object keeps its panoptic id across frames, ids are recycled
+least recently used first, the two ByteTrack stages, max age, resets, and 2000 frames of births and deaths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from casnet_core.predictor import Instance, Prediction
+from casnet_core.tracking import Tracker, relabel_panoptic
+
+CAR, PERSON = 26, 24
+
+
+def _instance(label, k, box, score=0.9):
+    x0, y0, x1, y1 = box
+    return Instance(id=label * 1000 + k, label_id=label, class_name="x", score=score, box=tuple(map(float, box)),
+                    area=int((x1 - x0) * (y1 - y0)), centroid=((x0 + x1) / 2, (y0 + y1) / 2))
+
+
+def _frame(*objects):
+    """Instances numbered per frame (k = 0, 1, ... per class, as the Predictor numbers them)."""
+    seen, instances = {}, []
+    for label, box, *score in objects:
+        k = seen.get(label, 0)
+        seen[label] = k + 1
+        instances.append(_instance(label, k, box, *score))
+    return instances
+
+
+def test_an_object_keeps_its_id_while_it_moves_and_grows():
+    tracker = Tracker()
+    ids = []
+    for step in range(8):  # 12 pixels right and 2 larger per frame: box IoU with the last box ~0.4
+        ids.append(tracker.update(_frame((CAR, (100 + 12 * step, 50, 140 + 14 * step, 80 + 2 * step))))[0])
+    assert ids == [26000] * 8
+
+
+def test_two_objects_keep_their_ids_when_the_frame_numbers_them_the_other_way():
+    tracker = Tracker()
+    left, right = (0, 0, 20, 20), (100, 0, 120, 20)
+    assert tracker.update(_frame((CAR, left), (CAR, right))) == [26000, 26001]
+    # The next frame lists (and numbers) the right car first: the tracker gives each its own id back.
+    assert tracker.update(_frame((CAR, (102, 0, 122, 20)), (CAR, (2, 0, 22, 20)))) == [26001, 26000]
+
+
+def test_track_renumbers_the_panoptic_map_with_the_instances():
+    tracker = Tracker()
+    panoptic = np.array([[7, 26000, 26001]], dtype=np.int32)
+    first = Prediction(panoptic, np.zeros((1, 3), np.uint8), _frame((CAR, (1, 0, 2, 1)), (CAR, (2, 0, 3, 1))))
+    tracker.track(first)
+    # Second frame: the same two cars, listed the other way round: the map's ids swap back.
+    second = Prediction(panoptic.copy(), np.zeros((1, 3), np.uint8), _frame((CAR, (2, 0, 3, 1)), (CAR, (1, 0, 2, 1))))
+    tracked = tracker.track(second)
+    assert [i.id for i in tracked.instances] == [26001, 26000]
+    np.testing.assert_array_equal(tracked.panoptic, [[7, 26001, 26000]])
+    np.testing.assert_array_equal(second.panoptic, [[7, 26000, 26001]])  # the input is not changed
+
+
+def test_relabel_swaps_at_once():
+    panoptic = np.array([[26000, 26001, 7, 0]])
+    np.testing.assert_array_equal(relabel_panoptic(panoptic, {26000: 26001, 26001: 26000}), [[26001, 26000, 7, 0]])
+
+
+def test_a_briefly_weak_instance_keeps_its_track_in_the_second_stage():
+    # Plain box IoU and no third stage, to see the two IoU stages alone.
+    tracker = Tracker(high_score=0.6, low_iou_threshold=0.5, box_buffer=0.0, distance_gate=0.0)
+    tracker.update(_frame((CAR, (0, 0, 40, 40), 0.9)))
+    # A weak instance overlapping the track well (IoU 0.9) keeps it.
+    assert tracker.update(_frame((CAR, (0, 0, 40, 36), 0.3))) == [26000]
+    # A weak instance overlapping only loosely (IoU 0.31 with the track's predicted box, enough for a confident
+    # one) starts a new track.
+    assert tracker.update(_frame((CAR, (20, 0, 60, 36), 0.3))) == [26001]
+
+
+def test_a_confident_instance_is_matched_before_a_weak_one():
+    tracker = Tracker(distance_gate=0.0)
+    tracker.update(_frame((CAR, (0, 0, 40, 40))))
+    # The weak instance overlaps the track best, but the confident one is matched first (ByteTrack's order).
+    ids = tracker.update(_frame((CAR, (0, 0, 40, 40), 0.3), (CAR, (6, 0, 46, 40), 0.9)))
+    assert ids == [26001, 26000]
+
+
+def test_a_small_fast_object_is_kept_by_the_buffered_iou_or_the_centre_distance():
+    # A 6x12 px person moving 8 px a frame: its boxes of consecutive frames do not overlap at all.
+    boxes = [(100 + 8 * step, 50, 106 + 8 * step, 62) for step in range(5)]
+    plain = Tracker(box_buffer=0.0, distance_gate=0.0)
+    assert [plain.update(_frame((PERSON, box)))[0] for box in boxes[:2]] == [24000, 24001]
+    # Buffered boxes (C-BIoU, their size again on each side) overlap (IoU 0.38): the track is kept.
+    buffered = Tracker(box_buffer=1.0, distance_gate=0.0)
+    assert [buffered.update(_frame((PERSON, box)))[0] for box in boxes] == [24000] * 5
+    # Without a buffer, the third stage matches it by the distance of the centres (8 px < 1.0 x its size 8.5 px).
+    nearby = Tracker(box_buffer=0.0, distance_gate=1.0)
+    assert [nearby.update(_frame((PERSON, box)))[0] for box in boxes] == [24000] * 5
+
+
+def test_tracks_survive_max_age_missing_frames_then_die():
+    tracker = Tracker(max_age=2)
+    box = (0, 0, 40, 40)
+    tracker.update(_frame((CAR, box)))
+    tracker.update([])
+    tracker.update([])
+    assert tracker.update(_frame((CAR, box))) == [26000]  # missed 2 frames: still alive
+    for _ in range(3):
+        tracker.update([])
+    assert tracker.update(_frame((CAR, box))) == [26001]  # missed 3: dead, a new track (fresh numbers first)
+
+
+def test_classes_never_share_a_track():
+    tracker = Tracker()
+    tracker.update(_frame((CAR, (0, 0, 40, 40))))
+    # A person where the car was does not take the car's track; a car far away then cannot take number 0 either
+    # (the car's track is alive), so it gets 1.
+    assert tracker.update(_frame((PERSON, (0, 0, 40, 40)), (CAR, (200, 0, 240, 40)))) == [24000, 26001]
+
+
+def test_a_stamp_going_back_starts_afresh():
+    tracker = Tracker()
+    panoptic = np.array([[26000]], dtype=np.int32)
+
+    def frame(box):
+        return Prediction(panoptic, np.zeros((1, 1), np.uint8), _frame((CAR, box)))
+
+    assert tracker.track(frame((0, 0, 1, 1)), stamp_ns=10).instances[0].id == 26000
+    assert tracker.track(frame((500, 0, 501, 1)), stamp_ns=20).instances[0].id == 26001  # a second car
+    assert tracker.track(frame((500, 0, 501, 1)), stamp_ns=20).instances[0].id == 26001  # same stamp: no reset
+    # The bag starts again: stamp 10 < 20, everything is forgotten, the car is numbered 0.
+    assert tracker.track(frame((500, 0, 501, 1)), stamp_ns=10).instances[0].id == 26000
+
+
+def _grid_box(cell, offset_y=0):
+    row, column = divmod(cell, 40)
+    return (20 * column, 20 * row + offset_y, 20 * column + 16, 20 * row + 16 + offset_y)
+
+
+def test_numbers_come_back_least_recently_used_first():
+    tracker = Tracker(max_age=0)
+    # Frame 0: 1000 cars take every number 0..999.
+    assert tracker.update(_frame(*[(CAR, _grid_box(c)) for c in range(1000)])) == [26000 + k for k in range(1000)]
+    # Frame 1 keeps cars 0..499; frame 2 keeps 0..99. Numbers 500..999 die first (frame 2), 100..499 next.
+    tracker.update(_frame(*[(CAR, _grid_box(c)) for c in range(500)]))
+    tracker.update(_frame(*[(CAR, _grid_box(c)) for c in range(100)]))
+    tracker.update(_frame(*[(CAR, _grid_box(c)) for c in range(100)]))
+    # 501 new cars elsewhere: the 500 numbers dead longest first, then 100, the first of the later ones.
+    new = tracker.update(_frame(*[(CAR, _grid_box(c)) for c in range(100)],
+                                *[(CAR, _grid_box(c, offset_y=1000)) for c in range(501)]))
+    assert new[:100] == [26000 + k for k in range(100)]
+    assert new[100:] == [26000 + k for k in range(500, 1000)] + [26100]
+
+
+def test_all_numbers_held_the_least_recently_seen_track_gives_its_number_up():
+    tracker = Tracker(max_age=10_000)
+    for cell in range(1000):  # one new car per frame, never seen again: 1000 live tracks of one class
+        tracker.update(_frame((CAR, _grid_box(cell))))
+    assert tracker.update(_frame((CAR, _grid_box(0, offset_y=1000)))) == [26000]
+    assert tracker.live_tracks == 1000
+
+
+def _drive(seed, frames=2000, cells=60, classes=(CAR, PERSON, 33)):
+    """Objects in non-overlapping cells, moving a little each frame, born and dying at random: ~5 births per frame,
+    so each class uses its 1000 numbers several times over. Yields (frame's instances, object of each)."""
+    rng = np.random.default_rng(seed)
+    alive: dict[int, tuple[int, int]] = {}  # cell -> (object, class)
+    next_object = 0
+    for _ in range(frames):
+        for cell in range(cells):
+            if cell in alive and rng.random() < 0.1:
+                del alive[cell]
+            elif cell not in alive and rng.random() < 0.1:
+                alive[cell] = (next_object, classes[next_object % len(classes)])
+                next_object += 1
+        cells_now = sorted(alive, key=lambda _: rng.random())  # any order, as a network would list them
+        objects = []
+        for cell in cells_now:
+            x0, y0, x1, y1 = _grid_box(cell)
+            jitter = rng.integers(0, 2, size=2)  # a pixel of shake
+            objects.append((alive[cell][1], (x0 + jitter[0], y0 + jitter[1], x1 + jitter[0], y1 + jitter[1]),
+                            float(rng.uniform(0.3, 1.0))))
+        yield _frame(*objects), [alive[cell][0] for cell in cells_now]
+
+
+def test_2000_frames_ids_unique_per_frame_below_1000_and_kept_while_tracked():
+    tracker = Tracker()
+    id_of_object: dict[int, int] = {}
+    largest_k, births = 0, 0
+    for instances, objects in _drive(seed=7):
+        ids = tracker.update(instances)
+        assert len(set(ids)) == len(ids)  # unique within the frame
+        assert all(i // 1000 == instance.label_id for i, instance in zip(ids, instances))
+        largest_k = max([largest_k, *(i % 1000 for i in ids)])
+        for obj, track_id in zip(objects, ids):
+            if obj in id_of_object:
+                assert id_of_object[obj] == track_id  # an object keeps its id while it lives
+            else:
+                births += 1
+            id_of_object[obj] = track_id
+    assert largest_k == 999 and births > 3 * 1500  # every class went through its numbers more than once
+
+
+def test_deterministic():
+    runs = []
+    for _ in range(2):
+        tracker = Tracker()
+        runs.append([tracker.update(instances) for instances, _ in _drive(seed=3, frames=200)])
+    assert runs[0] == runs[1]
+
+
+def test_bad_settings_refused():
+    with pytest.raises(ValueError):
+        Tracker(iou_threshold=1.5)
+    with pytest.raises(ValueError):
+        Tracker(max_age=-1)
+    with pytest.raises(ValueError):
+        Tracker(box_buffer=-0.1)
+    with pytest.raises(ValueError):
+        Tracker(distance_gate=-1)

@@ -122,12 +122,13 @@ class Interrupted(KeyboardInterrupt):
 
 
 def node_arguments(checkpoint: str | os.PathLike, *, image_topic: str, compressed: bool, device: str = "auto",
-                   thresholds: Mapping[str, float | int] | None = None,
+                   precision: str = "fp32", thresholds: Mapping[str, float | int] | None = None,
                    cameras: Mapping[str, str] | None = None) -> list[str]:
     """The ``--ros-args`` of a casnet_node that processes ``image_topic`` with reliable input; with ``cameras``
     ({name: topic}), of the batched node serving each camera from its topic (``image_topic`` unused; compressed
     topics end in /compressed, the node subscribes to ``<image_topic>/compressed``)."""
     arguments = ["-p", f"checkpoint:={Path(checkpoint).resolve()}", "-p", f"device:={device}",
+                 "-p", f"precision:={precision}",
                  "-p", "input_reliability:=reliable", "-p", "publish_overlay:=false"]
     for name, value in (thresholds or {}).items():
         # Doubles need a decimal point, or the parameter arrives as an integer and is refused.
@@ -333,6 +334,7 @@ def replay_live(
     max_frames: int | None = None,
     storage: str | None = None,
     device: str = "auto",
+    precision: str = "fp32",
     thresholds: Mapping[str, float | int] | None = None,
     domain_id: int | None = None,
     startup_timeout: float = 120.0,
@@ -365,7 +367,8 @@ def replay_live(
     os.environ.update(ros_environment(domain_id))  # this process's rclpy context reads them too
     transport.use_large_image_profile()  # before this process's first DDS participant
     node = NodeProcess(node_arguments(checkpoint, image_topic=inputs.image_topic or "", compressed=compressed,
-                                      device=device, thresholds=thresholds, cameras=inputs.cameras),
+                                      device=device, precision=precision, thresholds=thresholds,
+                                      cameras=inputs.cameras),
                        domain_id=domain_id, log_path=out_dir / "casnet_node.log")
     client = None
     try:
@@ -506,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
                                   image_topic=single_image_topic(args.image_topic),
                                   cameras=camera_topics(args.image_topic), gt_topic=args.gt_topic, rate=args.rate or 1.0,
                                   max_rate=args.max_rate, max_frames=args.frames, storage=args.storage,
-                                  device=args.device, thresholds=thresholds_from_args(args), domain_id=args.domain_id,
+                                  device=args.device, precision=args.precision, thresholds=thresholds_from_args(args),
+                                  domain_id=args.domain_id,
                                   overwrite=args.overwrite, stop=signals.stop)
     except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)

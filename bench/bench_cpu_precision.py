@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         base = results["timings"].get(f"{size} onnxruntime fp32")
         int8 = results["timings"].get(f"{size} onnxruntime int8")
         if base and int8:
-            print(f"{size}: int8 / onnxruntime fp32 forward time: {int8['forward']['p50'] / base['forward']['p50']:.2f} "
-                  "(target <= 0.5)", flush=True)
+            ratio = int8["forward"]["p50"] / base["forward"]["p50"]
+            print(f"{size}: int8 / onnxruntime fp32 forward time: {ratio:.2f} (target <= 0.5)", flush=True)
     if args.eval_scenes:
         with tempfile.TemporaryDirectory(prefix="bench_cpu_precision_") as tmp:
             results["accuracy"] = accuracy(checkpoint, args.eval_scenes, Path(tmp), args.quantize_heads)

@@ -89,7 +89,7 @@ def int8_cache_path(checkpoint: str | os.PathLike, calibration: str | os.PathLik
 def cached_int8_export(checkpoint: str | os.PathLike, model: nn.Module, *,
                        calibration: str | os.PathLike | None = None, count: int = CALIBRATION_COUNT,
                        size: tuple[int, int] = CALIBRATION_SIZE, opset: int = DEFAULT_OPSET,
-                       root: Path | None = None) -> Path:
+                       root: Path | None = None, min_agreement: float = INT8_MIN_AGREEMENT) -> Path:
     """The path of the int8 export of ``model`` (the network the file ``checkpoint`` holds), calibrated on the
     images of the folder ``calibration`` or, when None, on ``count`` generated scenes, at ``size``
     (``casnet_core.quantize``); made on
@@ -109,9 +109,9 @@ def cached_int8_export(checkpoint: str | os.PathLike, model: nn.Module, *,
     data = quantize_int8(fp32.read_bytes(), calibration_images(calibration, count=count, size=size), size=size,
                          calibration=label)
     agreement = _int8_agreement(OnnxNetwork(fp32, device="cpu"), OnnxNetwork(data, device="cpu"))
-    if not agreement >= INT8_MIN_AGREEMENT:  # NaN fails too
+    if not agreement >= min_agreement:  # NaN fails too
         raise CacheError(f"the int8 export of {checkpoint} agrees with fp32 on {agreement:.1%} of the semantic "
-                         f"cells only (at least {INT8_MIN_AGREEMENT:.0%} asked); not cached")
+                         f"cells only (at least {min_agreement:.0%} asked); not cached")
     try:
         with atomic_write(path) as f:
             f.write(data)

@@ -154,13 +154,16 @@ def tiny_model():
 
 def test_the_int8_cache_is_rebuilt_when_the_checkpoint_or_the_calibration_changes(tiny_model, tmp_path):
     root = tmp_path / "cache"
+    # Random weights have near-tie semantic logits (measured 89.7 % argmax agreement for one of these models, the
+    # default model 99 %): the agreement check is not what this test is about.
+    options = {**SMALL_CALIBRATION, "min_agreement": 0.0}
     checkpoint = save_checkpoint(tmp_path / "a.pt", tiny_model)
-    first = cached_int8_export(checkpoint, tiny_model, root=root, **SMALL_CALIBRATION)
+    first = cached_int8_export(checkpoint, tiny_model, root=root, **options)
     assert first.is_file() and first == int8_cache_path(checkpoint, root=root, **SMALL_CALIBRATION)
     assert OnnxNetwork(first).precision == "int8"
     made = first.stat().st_mtime_ns
     # Found again, not remade: the same file with the same bytes.
-    assert cached_int8_export(checkpoint, tiny_model, root=root, **SMALL_CALIBRATION) == first
+    assert cached_int8_export(checkpoint, tiny_model, root=root, **options) == first
     assert first.stat().st_mtime_ns >= made
     before = first.read_bytes()
 
@@ -168,7 +171,7 @@ def test_the_int8_cache_is_rebuilt_when_the_checkpoint_or_the_calibration_change
     torch.manual_seed(1)
     other = build_casnet("hrnet_w18_small", fusion_channels=32, head_channels=16).eval()
     save_checkpoint(checkpoint, other)
-    second = cached_int8_export(checkpoint, other, root=root, **SMALL_CALIBRATION)
+    second = cached_int8_export(checkpoint, other, root=root, **options)
     assert second != first and second.is_file() and first.read_bytes() == before
 
     # A calibration folder gives another file again; a changed image in it, another one.
@@ -178,7 +181,7 @@ def test_the_int8_cache_is_rebuilt_when_the_checkpoint_or_the_calibration_change
 
     for seed in (11, 12):
         cv2.imwrite(str(folder / f"{seed}.png"), generate_scene(seed, 128, 256)[0][..., ::-1])
-    third = cached_int8_export(checkpoint, other, calibration=folder, root=root, **SMALL_CALIBRATION)
+    third = cached_int8_export(checkpoint, other, calibration=folder, root=root, **options)
     assert third not in (first, second) and "-int8-" in third.name
     cv2.imwrite(str(folder / "12.png"), generate_scene(13, 128, 256)[0][..., ::-1])
     assert int8_cache_path(checkpoint, folder, root=root, **SMALL_CALIBRATION) != third

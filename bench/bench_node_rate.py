@@ -111,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="default", help="'default' (the shipped model) or a checkpoint")
     parser.add_argument("--device", default="cuda", help="the node's device: auto, cpu, cuda, cuda:N")
     parser.add_argument("--size", default="1024x2048", help="HxW of the camera images")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"),
                         help="the node's precision parameter")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+                        help="the node's backend parameter")
     parser.add_argument("--cuda-graph", action="store_true", help="the node's cuda_graph parameter")
     parser.add_argument("--rate", type=float, default=30.0, help="fixed input rate of the latency run, Hz")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the latency run")
@@ -139,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     domain_id = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     with tempfile.TemporaryDirectory(prefix="bench_node_rate_") as tmp:
         node = NodeUnderTest(checkpoint, args.device, "best_effort", domain_id, Path(tmp),
-                             ("-p", f"precision:={args.precision}", "-p", f"cuda_graph:={str(args.cuda_graph).lower()}"))
+                             ("-p", f"precision:={args.precision}", "-p", f"cuda_graph:={str(args.cuda_graph).lower()}",
+                              "-p", f"backend:={args.backend}"))
         try:
             node.wait_until_up()
             settle = 2.0
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             node.close()
     result = {"checkpoint": str(checkpoint), "device": args.device, "size": [height, width],
-              "precision": args.precision, "cuda_graph": args.cuda_graph,
+              "precision": args.precision, "backend": args.backend, "cuda_graph": args.cuda_graph,
               "node_log_configured": configured[-1] if configured else "",
               "load_average": list(os.getloadavg()), "fixed_rate": fixed, "throughput": throughput}
     latency = fixed["latency_ms"]

@@ -17,7 +17,12 @@ The contract of the file, for onnxruntime, TensorRT or any other runtime:
 * ``metadata_props``, what a Predictor needs besides the weights: ``casnet_format`` (``casnet-onnx/1``),
   ``mode``, ``class_names`` (JSON list, one per semantic channel), ``config`` (JSON, the builder
   arguments of ``casnet_core.model.build_casnet``), ``output_stride``, ``size_divisor``, ``pixel_mean``
-  (JSON list, RGB 0..255).
+  (JSON list, RGB 0..255); an int8 export (``--int8``, ``casnet_core.quantize``) adds ``precision``
+  (``int8``), ``calibration`` and ``float_nodes``, with the same float32 input and outputs.
+
+``casnet export --int8 [--calibration DIR]`` writes the int8 version instead (static quantization, QDQ,
+per-channel weights), calibrated on generated scenes or on the images of DIR, and prints how often its
+semantic argmax agrees with the fp32 export's on the check scenes.
 
 The export uses PyTorch's TorchScript-based exporter (``dynamo=False``): it needs only the ``onnx``
 package, works offline, and traces this fully convolutional network exactly (every shape follows the
@@ -177,6 +182,8 @@ class OnnxNetwork:
         # Output name -> its channel count, the one static dimension of each output.
         self._channels = {output.name: int(output.shape[1]) for output in self.session.get_outputs()}
         self.has_semantic_head = "semantic" in self._channels
+        #: "fp32", or "int8" for a quantized export (``casnet_core.quantize``); float32 inputs and outputs both.
+        self.precision = meta.get("precision", "fp32")
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) float 0..255 -> {"semantic"?, "attributes", "box_logits"}: (B, C, H/s, W/s) float32."""
@@ -288,8 +295,16 @@ def _main(args: argparse.Namespace) -> int:
         raise SystemExit(f"casnet export: --out {out} is a folder: give the file to write, e.g. {out / 'casnet.onnx'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise SystemExit(f"casnet export: --out {out}: {out.parent} is not a folder")
+    if args.calibration is not None and not args.int8:
+        raise SystemExit("casnet export: --calibration calibrates the int8 export: give --int8 too")
     try:
-        check_outputs_spare_inputs([("--out", out)], [("--checkpoint", args.checkpoint)], command="export")
+        calibration_files: list[Path] = []
+        if args.calibration is not None:
+            from casnet_core.quantize import folder_images
+
+            calibration_files = folder_images(args.calibration)  # CalibrationError: a folder with no image
+        check_outputs_spare_inputs([("--out", out)], [("--checkpoint", args.checkpoint)]
+                                   + [("--calibration", file) for file in calibration_files], command="export")
         model, _ = load_model(args.checkpoint, map_location="cpu")
     except (CheckpointError, ValueError) as error:
         raise SystemExit(f"casnet export: {error}") from error
@@ -304,11 +319,49 @@ def _main(args: argparse.Namespace) -> int:
         kept = "left as it was" if out.exists() else "not written"
         raise SystemExit(f"casnet export: onnxruntime disagrees with PyTorch beyond atol {CHECK_ATOL} + "
                          f"rtol {CHECK_RTOL} x |value| (or gives non-finite values): {out} {kept}")
+    precision = "fp32"
+    if args.int8:
+        data = _int8(data, model, args)
+        precision = "int8"
     with atomic_write(out) as f:
         f.write(data)
-    print(f"wrote {out} ({len(data) / 1e6:.1f} MB, opset {args.opset}, input {INPUT_NAME!r} "
+    print(f"wrote {out} ({len(data) / 1e6:.1f} MB, {precision}, opset {args.opset}, input {INPUT_NAME!r} "
           f"(N, 3, H, W) float32 RGB 0..255, H and W multiples of {model.size_divisor})")
     return 0
+
+
+def _int8(data: bytes, model: nn.Module, args: argparse.Namespace) -> bytes:
+    """The int8 version of the export ``data`` (``casnet_core.quantize``), its agreement with fp32 printed."""
+    from casnet_core.quantize import CalibrationError, calibration_images, quantize_int8, semantic_agreement
+
+    label = "generated scenes" if args.calibration is None else f"the images of {args.calibration}"
+    print(f"quantizing to int8 (QDQ, per-channel), calibrated on {label}")
+    try:
+        quantized = quantize_int8(data, calibration_images(args.calibration), calibration=label)
+    except CalibrationError as error:
+        raise SystemExit(f"casnet export: {error}") from None
+    fp32, int8 = OnnxNetwork(data, device="cpu"), OnnxNetwork(quantized, device="cpu")
+    for index, (height, width) in enumerate(args.check_size):
+        images = _check_images(index, height, width, model.size_divisor)
+        reference, got = fp32(images), int8(images)
+        if not all(bool(torch.isfinite(tensor).all()) for tensor in got.values()):
+            raise SystemExit(f"casnet export: the int8 export gives non-finite values at {height}x{width}: "
+                             f"{args.out} not written")
+        print(f"  int8 vs fp32 at {height}x{width}: semantic argmax agrees on "
+              f"{100 * semantic_agreement(reference, got):.1f} % of the cells")
+    return quantized
+
+
+def _check_images(index: int, height: int, width: int, divisor: int) -> torch.Tensor:
+    """(1, 3, H, W) generated check scene ``index`` at the size rounded up to the divisor (as
+    compare_with_torch)."""
+    import cv2
+
+    from casnet_core.synth import generate_scene
+
+    height, width = -(-height // divisor) * divisor, -(-width // divisor) * divisor
+    image = cv2.resize(generate_scene(index, 256, 512)[0], (width, height), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float().contiguous()
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -333,4 +386,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--check-size", type=_size, nargs="+", default=[*CHECK_SIZES], metavar="HxW",
                         help="sizes of the generated scenes the export is checked on (default "
                              + " ".join(f"{h}x{w}" for h, w in CHECK_SIZES) + ")")
+    parser.add_argument("--int8", action="store_true",
+                        help="write the int8 version (static quantization, QDQ, per-channel weights) for "
+                             "onnxruntime on the CPU (precision int8)")
+    parser.add_argument("--calibration", default=None, metavar="DIR",
+                        help="with --int8: calibrate on the images of DIR (read only, at most 64, scaled to fit "
+                             "512x1024) instead of generated street scenes at the default model's scale")
     parser.set_defaults(func=_main)

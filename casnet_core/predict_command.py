@@ -23,7 +23,7 @@ import numpy as np
 
 from casnet_core.formats import PANOPTIC_PNG_ENCODING, encode_panoptic_rgb
 from casnet_core.postprocess import DEFAULT_THRESHOLDS
-from casnet_core.predictor import BACKENDS, DEFAULT_MAX_INPUT_SIZE, PRECISIONS, Prediction, Predictor
+from casnet_core.predictor import BACKENDS, DEFAULT_MAX_INPUT_SIZE, PRECISION_CHOICES, Prediction, Predictor
 
 def write_outputs(prediction: Prediction, image_rgb: np.ndarray, out_dir: Path, name: str, *,
                   image_path: str = "", mode: str = "panoptic") -> list[Path]:
@@ -137,6 +137,15 @@ def _threshold_type(name: str) -> Any:
     return parse
 
 
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--precision (``casnet_core.predictor.PRECISION_CHOICES``), shared by predict, eval and replay."""
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                        help="dtype of the network's forward pass (default fp32): int8 runs the checkpoint's int8 "
+                             "export (onnxruntime on the CPU, calibrated on generated scenes and cached; "
+                             "`casnet export --int8 --calibration DIR` for your own images), bf16 runs PyTorch "
+                             "with the CPU's bfloat16 instructions; fp16 and bf16 are the fast path on CUDA")
+
+
 def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
     """--box-threshold, --nms-iou, --tie-margin, --min-area, --stuff-area, --max-instances, each checked against
     its range when parsed; unset ones stay None."""
@@ -160,9 +169,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "default: the packaged default model")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda" or "cuda:N"')
-    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
-                        help="dtype of the network's weights and forward pass (default fp32; fp16 and bf16 are the "
-                             "fast path on CUDA, run with the torch backend)")
+    add_precision_argument(parser)
     parser.add_argument("--cuda-graph", action="store_true",
                         help="replay the forward pass as a CUDA graph per image size (torch backend on CUDA)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",

@@ -7,6 +7,7 @@ import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -50,9 +51,14 @@ class Prediction:
 #: ratio kept), Cityscapes' 1024x2048 runs at full resolution.
 DEFAULT_MAX_INPUT_SIZE = 2048
 BACKENDS = ("torch", "onnxruntime")
-#: dtype of the torch backend's weights and activations. Half precision casts the weights (and, on CUDA, uses the
-#: channels_last layout) rather than autocasting: at batch 1 autocast's per-op casts cost more than they save.
+#: dtype of the torch backend's weights and activations. Half precision casts the weights (and, on CUDA and for bf16
+#: on the CPU, uses the channels_last layout) rather than autocasting: at batch 1 autocast's per-op casts cost more
+#: than they save on CUDA, and on the CPU (bf16, measured) cast weights are as fast as autocast or faster.
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: What the onnxruntime backend runs: the fp32 export, or its int8 version (``casnet_core.quantize``).
+ONNXRUNTIME_PRECISIONS = ("fp32", "int8")
+#: Every precision a Predictor takes (the command lines' and the node's choices).
+PRECISION_CHOICES = (*PRECISIONS, "int8")
 LOG = logging.getLogger(__name__)
 
 
@@ -92,9 +98,12 @@ class Predictor:
             then exported in memory (``casnet_core.export.export_onnx``).
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
         precision: "fp32", "fp16" or "bf16" (``PRECISIONS``): the dtype the torch backend casts the model's
-            weights to and runs the forward pass in (channels_last on CUDA); the post-processing always runs
-            in float32. Half precision is the fast path on CUDA; on the CPU it runs, mostly slower. The
-            onnxruntime backend runs fp32 only.
+            weights to and runs the forward pass in (channels_last on CUDA and for CPU bf16); the
+            post-processing always runs in float32. Half precision is the fast path on CUDA; on the CPU bf16
+            runs with the CPU's bfloat16 instructions (AVX-512 BF16 / AMX). Or "int8": the onnxruntime
+            backend's int8 export (``casnet_core.quantize``; a CASNet is quantized in memory, calibrated on
+            generated scenes; ``from_checkpoint`` caches it). The onnxruntime backend runs fp32 and int8; an int8
+            ONNX file runs as int8 whatever is asked.
         cuda_graph: replay the forward pass as a CUDA graph (``casnet_core.cuda_graphs``), captured once per
             network input size and batch size rounded up to a power of two (at most
             ``cuda_graphs.MAX_CUDA_GRAPHS`` kept, the least recently used dropped first): removes the launch
@@ -135,24 +144,39 @@ class Predictor:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-        if precision != "fp32" and backend != "torch":
-            raise ValueError(f"precision {precision} runs with the torch backend; onnxruntime runs the export in fp32")
+        if precision not in PRECISION_CHOICES:
+            raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
+        if backend == "torch" and precision not in PRECISIONS:
+            raise ValueError(f"precision {precision} runs with the onnxruntime backend (an int8 ONNX export)")
+        if backend == "onnxruntime" and precision not in ONNXRUNTIME_PRECISIONS:
+            raise ValueError(f"precision {precision} runs with the torch backend; onnxruntime runs fp32 and int8")
         self.backend = backend
         self.precision = precision
-        self.dtype = PRECISIONS[precision]
+        self.dtype = PRECISIONS.get(precision, torch.float32)
+        self._channels_last = False  # int8: float32 in and out of the network
         if backend == "onnxruntime":
             from casnet_core.export import OnnxNetwork, export_onnx, onnxruntime_default_device
 
-            self.device = onnxruntime_default_device() if str(device) == "auto" else resolve_device(device)
+            if str(device) == "auto":  # int8: onnxruntime's integer kernels are its CPU provider's
+                device = torch.device("cpu") if precision == "int8" else onnxruntime_default_device()
+            self.device = resolve_device(device)
             source = export_onnx(model) if isinstance(model, torch.nn.Module) else model
             self.model = OnnxNetwork(source, device=self.device)
+            if precision == "int8" and self.model.precision != "int8":
+                from casnet_core.quantize import calibration_images, quantize_int8
+
+                source = source if isinstance(source, bytes) else Path(source).read_bytes()
+                self.model = OnnxNetwork(quantize_int8(source, calibration_images()), device=self.device)
+            self.precision = self.model.precision
         elif isinstance(model, torch.nn.Module):
             self.device = resolve_device(device)
+            # channels_last: cuDNN's fast layout; on the CPU oneDNN's bfloat16 convolutions run in it (bf16 cast
+            # weights 1.4 s -> 0.34 s per 256x512 frame with the default model, against 0.35 s with autocast).
+            self._channels_last = self.device.type == "cuda" or self.dtype == torch.bfloat16
             self.model = model.to(self.device, dtype=self.dtype).eval()
-            if self.device.type == "cuda":
+            if self._channels_last:
                 self.model = self.model.to(memory_format=torch.channels_last)
+            if self.device.type == "cuda":
                 # Camera frames keep their size: cuDNN picks its fastest kernels once per input shape.
                 torch.backends.cudnn.benchmark = True
         else:
@@ -188,14 +212,18 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str | torch.device = "auto", precision: str = "fp32", *,
-                        backend: str = "auto", **kwargs: Any) -> "Predictor":
+                        backend: str = "auto", calibration: str | None = None, **kwargs: Any) -> "Predictor":
         """A predictor for the model a file describes: a checkpoint (``casnet_core.checkpoint.load_model``)
         or an ONNX export (``casnet export``, a file ending in ".onnx").
 
         backend: "auto" ("onnxruntime" for an ONNX file; for a checkpoint "onnxruntime" on the CPU, where its
         forward pass is ~2.4x faster, with the export cached per checkpoint (``casnet_core.onnx_cache``), else
-        "torch"; "torch" for a half ``precision``), "torch" (a checkpoint only) or "onnxruntime" (an ONNX file, or a
-        checkpoint exported in memory). ``backend_note`` says why; one log line says which backend runs.
+        "torch"; "torch" for a half ``precision``, "onnxruntime" for int8), "torch" (a checkpoint only) or
+        "onnxruntime" (an ONNX file, or a checkpoint exported in memory; int8: the cached int8 export).
+        ``backend_note`` says why; one log line says which backend runs.
+
+        calibration: precision int8 from a checkpoint: a folder of images to calibrate the int8 export on
+        (``casnet_core.quantize``; default: generated scenes); ValueError (one line) for one with no image.
         """
         from casnet_core.checkpoint import load_model
 
@@ -212,7 +240,11 @@ class Predictor:
         else:
             model, info = load_model(path, map_location="cpu")
             source: Any = model
-            if backend == "auto" and precision != "fp32":
+            if precision == "int8" and backend in ("auto", "onnxruntime"):
+                backend, source, note = "onnxruntime", _int8_export(path, model, calibration), (
+                    "precision int8: the cached int8 export" if backend == "onnxruntime"
+                    else "auto: precision int8 runs the cached int8 export with onnxruntime")
+            elif backend == "auto" and precision != "fp32":
                 backend, note = "torch", f"auto: precision {precision} runs with PyTorch"
             elif backend == "auto":
                 backend, source, note = _auto_backend(path, model, device)
@@ -367,7 +399,7 @@ class Predictor:
                 image = padded
             resized.append(image)
         batch = (resized[0] if len(resized) == 1 else torch.cat(resized)).to(self.dtype)
-        if self.device.type == "cuda" and self.backend == "torch":
+        if self.backend == "torch" and self._channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch, size
 
@@ -420,6 +452,17 @@ def _auto_backend(checkpoint: str, model: torch.nn.Module, device: str | torch.d
     except CacheError as error:
         warnings.warn(f"backend auto runs PyTorch: {error}", stacklevel=3)
         return "torch", model, f"auto: no usable ONNX export ({error})"
+
+
+def _int8_export(checkpoint: str, model: torch.nn.Module, calibration: str | None) -> str:
+    """The path of the cached int8 export of a checkpoint (``casnet_core.onnx_cache``); ValueError (one line)
+    when none can be made (a calibration folder without images, an export that disagrees with fp32)."""
+    from casnet_core.onnx_cache import CacheError, cached_int8_export
+
+    try:
+        return str(cached_int8_export(checkpoint, model, calibration=calibration))
+    except CacheError as error:
+        raise ValueError(f"precision int8: {error}") from error
 
 
 def _check_image(image: Any) -> None:

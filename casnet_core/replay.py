@@ -74,7 +74,7 @@ from casnet_core.errors import one_line
 from casnet_core.evaluation.oracles import ORACLES, oracle_prediction
 from casnet_core.export import model_mode
 from casnet_core.formats import check_outputs_spare_inputs
-from casnet_core.predict_command import add_threshold_arguments, thresholds_from_args
+from casnet_core.predict_command import add_precision_argument, add_threshold_arguments, thresholds_from_args
 from casnet_core.predictor import Predictor, resolve_device
 from casnet_core.tracking import Tracker
 # The recording side, shared with the live replay; its names are part of this module's interface.
@@ -332,7 +332,8 @@ def _main(args: argparse.Namespace) -> int:
     interrupted = []
     try:
         with interrupts_raise(interrupted):
-            predictor = Predictor.from_checkpoint(str(checkpoint), device=str(device), **thresholds_from_args(args))
+            predictor = Predictor.from_checkpoint(str(checkpoint), device=str(device), precision=args.precision,
+                                                  **thresholds_from_args(args))
             metrics = replay(args.bag, args.out, predictor, image_topic=single_image_topic(args.image_topic),
                              gt_topic=args.gt_topic, cameras=cameras, max_frames=args.frames, storage=args.storage,
                              overwrite=args.overwrite, checkpoint=checkpoint, tracking=args.tracking == "on",
@@ -351,7 +352,8 @@ def _main(args: argparse.Namespace) -> int:
 
 def live_arguments(args: argparse.Namespace) -> list[str]:
     """The command line of ``python -m casnet_ros.live_replay`` for parsed ``casnet replay --live`` arguments."""
-    argv = ["--bag", str(args.bag), "--out", str(args.out), "--device", args.device, "--live"]
+    argv = ["--bag", str(args.bag), "--out", str(args.out), "--device", args.device, "--live",
+            "--precision", args.precision]
     argv += ["--overwrite"] if args.overwrite else []
     argv += ["--tracking", args.tracking]
     for topic in args.image_topic or []:
@@ -390,6 +392,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=bags.STORAGES, help="storage of the output bag (default: the input's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--live", action="store_true", help="play the bag over DDS to a casnet_node process")
+    add_precision_argument(parser)
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, help="live: play at RATE times the recorded rate (default 1)")
     pace.add_argument("--max-rate", action="store_true",

@@ -127,12 +127,13 @@ class Interrupted(KeyboardInterrupt):
 
 
 def node_arguments(checkpoint: str | os.PathLike, *, image_topic: str, compressed: bool, device: str = "auto",
-                   thresholds: Mapping[str, float | int] | None = None,
+                   precision: str = "fp32", thresholds: Mapping[str, float | int] | None = None,
                    cameras: Mapping[str, str] | None = None, tracking: bool = False) -> list[str]:
     """The ``--ros-args`` of a casnet_node that processes ``image_topic`` with reliable input; with ``cameras``
     ({name: topic}), of the batched node serving each camera from its topic (``image_topic`` unused; compressed
     topics end in /compressed, the node subscribes to ``<image_topic>/compressed``)."""
     arguments = ["-p", f"checkpoint:={Path(checkpoint).resolve()}", "-p", f"device:={device}",
+                 "-p", f"precision:={precision}",
                  "-p", "input_reliability:=reliable", "-p", "publish_overlay:=false",
                  "-p", f"tracking:={'true' if tracking else 'false'}"]
     for name, value in (thresholds or {}).items():
@@ -340,6 +341,7 @@ def replay_live(
     max_frames: int | None = None,
     storage: str | None = None,
     device: str = "auto",
+    precision: str = "fp32",
     thresholds: Mapping[str, float | int] | None = None,
     domain_id: int | None = None,
     startup_timeout: float = 120.0,
@@ -380,8 +382,8 @@ def replay_live(
     node = client = None
     try:
         node = NodeProcess(node_arguments(checkpoint, image_topic=inputs.image_topic or "", compressed=compressed,
-                                          device=device, thresholds=thresholds, cameras=inputs.cameras,
-                                          tracking=tracking),
+                                          device=device, precision=precision, thresholds=thresholds,
+                                          cameras=inputs.cameras, tracking=tracking),
                            domain_id=domain_id, log_path=out_dir / "casnet_node.log")
         client = _Client(domain_id, inputs.cameras or {"": inputs.image_topic}, compressed)
         _wait(lambda: client.ready(), node, startup_timeout, "casnet_node to come up", stop=stop)
@@ -522,8 +524,9 @@ def main(argv: list[str] | None = None) -> int:
                                   cameras=camera_topics(args.image_topic), gt_topic=args.gt_topic,
                                   rate=args.rate or 1.0,
                                   max_rate=args.max_rate, max_frames=args.frames, storage=args.storage,
-                                  device=args.device, thresholds=thresholds_from_args(args), domain_id=args.domain_id,
-                                  overwrite=args.overwrite, stop=signals.stop, tracking=args.tracking == "on")
+                                  device=args.device, precision=args.precision, thresholds=thresholds_from_args(args),
+                                  domain_id=args.domain_id, overwrite=args.overwrite, stop=signals.stop,
+                                  tracking=args.tracking == "on")
     except (bags.BagError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"casnet replay: error: {one_line(error)}", file=sys.stderr)
         return 2

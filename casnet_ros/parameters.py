@@ -24,7 +24,7 @@ from rclpy.exceptions import InvalidTopicNameException
 from rclpy.validate_topic_name import validate_topic_name
 
 from casnet_core.postprocess import DEFAULT_THRESHOLDS
-from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, PRECISIONS, Predictor
+from casnet_core.predictor import DEFAULT_MAX_INPUT_SIZE, PRECISION_CHOICES, Predictor
 from casnet_ros.statistics import DEFAULT_INPUT_TIMEOUT_S, DEFAULT_WINDOW_S
 from casnet_ros.tracking_parameters import TRACKING_PARAMETERS
 
@@ -37,7 +37,7 @@ CONFIGURE_TIME_PARAMETERS = ("checkpoint", "device", "precision", "cuda_graph", 
                              "input_width", "max_input_size", "input_reliability", "subscribe_compressed",
                              "diagnostics_period", "batch_timeout_ms", CAMERAS, *TRACKING_PARAMETERS)
 CHOICES = {"mode": ("", "panoptic", "instance"), "input_reliability": ("best_effort", "reliable"),
-           "backend": ("auto", "torch", "onnxruntime"), "precision": tuple(PRECISIONS)}
+           "backend": ("auto", "torch", "onnxruntime"), "precision": PRECISION_CHOICES}
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # A camera name becomes a namespace token and a parameter prefix.
 _CAMERA_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -140,9 +140,10 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         "Inference device: auto (CUDA if available, else CPU), cpu, cuda or cuda:N. Read at configure.",
         constraints="auto | cpu | cuda | cuda:N")),
     "precision": ("fp32", _descriptor(
-        "dtype of the network's weights and forward pass: fp32, fp16 or bf16 (half precision: the fast path on "
-        "CUDA, with the torch backend; backend auto then runs torch). Read at configure.",
-        constraints="fp32 | fp16 | bf16")),
+        "dtype of the network's forward pass: fp32, int8 (onnxruntime on the CPU: the checkpoint's int8 export, "
+        "calibrated on generated scenes and cached; or an .onnx of `casnet export --int8`), fp16 or bf16 (PyTorch; "
+        "the fast path on CUDA, bf16 also on CPUs with bfloat16 instructions). Read at configure.",
+        constraints="fp32 | int8 | fp16 | bf16")),
     "cuda_graph": (False, _descriptor(
         "Replay the forward pass as a CUDA graph (torch backend on CUDA; ignored elsewhere): one graph per "
         "network input size and batch size rounded up to a power of two (a batch of 3 frames runs padded to 4), "

@@ -175,7 +175,7 @@ def test_half_precision_casts_the_weights_and_stays_close_to_fp32(street_scene, 
 
 
 def test_precision_and_cuda_graph_options_are_checked(model):
-    with pytest.raises(ValueError, match="precision must be one of \\('fp32', 'fp16', 'bf16'\\), got 'fp64'"):
+    with pytest.raises(ValueError, match="precision must be one of \\('fp32', 'fp16', 'bf16', 'int8'\\), got 'fp64'"):
         Predictor(model, device="cpu", precision="fp64")
     with pytest.raises(ValueError, match="precision fp16 runs with the torch backend"):
         Predictor(model, device="cpu", precision="fp16", backend="onnxruntime")

@@ -346,7 +346,7 @@ def test_precision_reaches_the_predictor_and_a_wrong_one_is_refused(tmp_path, do
             process.stop()
     assert "precision bf16, cuda_graph False" in outputs["bf16"] and "backend torch" in outputs["bf16"], outputs["bf16"]
     assert refused_code != 0
-    assert "precision must be one of ('fp32', 'fp16', 'bf16'), not 'fp64'" in outputs["fp64"], outputs["fp64"]
+    assert "precision must be one of ('fp32', 'fp16', 'bf16', 'int8'), not 'fp64'" in outputs["fp64"], outputs["fp64"]
 
 
 def test_label_info_is_latched(client, predictor):

@@ -68,7 +68,7 @@ from casnet_core.formats import check_outputs_spare_inputs
 from casnet_core.evaluation.official import EVALUATORS_FOLDER, GT_CACHE_FOLDER, run_official_evaluators
 from casnet_core.evaluation.oracles import HEAD_ORACLES, ORACLES, full_oracle_prediction, head_oracle_prediction
 from casnet_core.evaluation.writers import CityscapesResultWriter, EvalPrediction, result_folders
-from casnet_core.predict_command import add_threshold_arguments, thresholds_from_args
+from casnet_core.predict_command import add_precision_argument, add_threshold_arguments, thresholds_from_args
 from casnet_core.predictor import Predictor
 
 
@@ -106,6 +106,7 @@ def evaluate(
     semantic_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     device: str = "auto",
+    precision: str = "fp32",
     max_images: int | None = None,
     progress: bool = True,
     thresholds: Mapping[str, Any] | None = None,
@@ -164,7 +165,7 @@ def evaluate(
     predictor = None
     mode = "panoptic"
     if oracle != "full":
-        predictor = Predictor.from_checkpoint(checkpoint, device=device, **thresholds)
+        predictor = Predictor.from_checkpoint(checkpoint, device=device, precision=precision, **thresholds)
         mode = predictor.mode
     source = "checkpoint" if oracle is None else f"oracle-{oracle}"
     if semantic_dir:
@@ -211,7 +212,7 @@ def _main(args: argparse.Namespace) -> int:
             checkpoint = default_model_path()
         metrics = evaluate(args.data, args.split, args.out, checkpoint=checkpoint, oracle=args.oracle,
                            semantic_dir=args.semantic_dir, cache_dir=args.cache_dir, device=args.device,
-                           max_images=args.max_images, thresholds=thresholds)
+                           precision=args.precision, max_images=args.max_images, thresholds=thresholds)
     except (ValueError, FileNotFoundError) as error:  # bad arguments or inputs: a message, not a traceback
         print(f"casnet eval: error: {one_line(error)}", file=sys.stderr)
         return 2
@@ -241,6 +242,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"folder for the panoptic ground-truth conversion (default: OUT/{GT_CACHE_FOLDER})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images of the split")
+    add_precision_argument(parser)
     # Defaults are the Predictor's; the full oracle changes three of them (see full_oracle_prediction).
     add_threshold_arguments(parser)
     parser.set_defaults(func=_main)

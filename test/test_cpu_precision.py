@@ -28,13 +28,11 @@ SMALL_CALIBRATION = {"count": 2, "size": (128, 256)}
 #: The issue's semantic agreement asked of int8 and bf16 against fp32 (default model, generated scenes); it also
 #: asks PQ >= 0.95 of each other's panoptic maps, which neither reaches with this model (see below).
 MIN_SEMANTIC_AGREEMENT = 0.98
-#: int8 falls short of both with the EfficientNet-Lite0 default model (the HRNet model before it reached 99.0-99.3 %
-#: and PQ 0.78-0.82): measured semantic 93.7 %, PQ 0.47 on these scenes. Tried without closing the gap (semantic):
-#: depthwise convolutions kept float 93.5 %, fusion and whole heads float 93.7 %, stem and first block float 93.7 %,
-#: 8 calibration scenes 93.7 %, only convolutions quantized 94.5 % (PQ 0.51); a percentile calibration quantized the
-#: shape arithmetic of the "same" padding and gave outputs of the wrong size. Bounds below the measured figures.
-MIN_SEMANTIC_AGREEMENT_INT8 = 0.92
-MIN_PQ_INT8 = 0.40
+#: int8 reaches the semantic agreement (EfficientNet-Lite0 default: measured 99.4 % on these scenes) but not the
+#: issue's PQ of 0.95 against fp32's panoptic maps: measured 0.84 (the HRNet model before it: 0.78-0.82 with min/max
+#: calibrations, whole heads kept float changing nothing). Instance borders move with small feature errors (bf16
+#: alone gives PQ 0.93 on scene 3, test_predictor). Bound below the measured figures.
+MIN_PQ_INT8 = 0.72
 #: bf16 (cast weights, channels_last): semantic 99.7 %, PQ 0.922 against fp32 on these scenes, short of the issue's
 #: 0.95 too; heads kept in fp32 gave 0.939 (output convolutions only: 0.926), not worth their time. Bound below.
 MIN_PQ_BF16 = 0.88
@@ -71,7 +69,7 @@ def test_int8_agrees_with_fp32_on_generated_scenes(validation_scenes, fp32_predi
     assert predictor.precision == "int8" and predictor.backend == "onnxruntime"
     predictions = [predictor.predict(scene) for scene in validation_scenes]
     semantic, pq = _agreement(predictions, fp32_predictions)
-    assert semantic >= MIN_SEMANTIC_AGREEMENT_INT8, semantic
+    assert semantic >= MIN_SEMANTIC_AGREEMENT, semantic
     assert pq >= MIN_PQ_INT8, pq
 
 
@@ -253,3 +251,27 @@ def test_precision_rules_of_the_predictor(tiny_model, tmp_path, monkeypatch):
     # A module asked for int8 with onnxruntime is quantized in memory.
     predictor = Predictor(tiny_model, "cpu", "int8", backend="onnxruntime")
     assert predictor.precision == "int8" and predictor.model.precision == "int8"
+
+
+def test_the_shape_arithmetic_of_same_padding_stays_float():
+    # tf_efficientnet_lite0 pads "same": the pad of each strided convolution is computed in the graph from the input
+    # size (Shape, Div, Ceil, ...). Quantized, those sizes round: the default model then gave outputs of 63x127
+    # cells for a 512x1024 image (onnxruntime refused them) or features shifted by a pixel (semantic agreement 93.7 %
+    # instead of 99.4 %). They are found from the graph and kept float; pixel-value nodes are not among them.
+    from casnet_core.quantize import shape_nodes
+
+    torch.manual_seed(0)
+    model = build_casnet("tf_efficientnet_lite0", fusion_channels=16, head_channels=8).eval()
+    proto = onnx.load_from_string(export_onnx(model))
+    names = set(shape_nodes(proto))
+    ops = {node.name: node.op_type for node in proto.graph.node}
+    assert {"Shape", "Div", "Ceil"} <= {ops[name] for name in names}
+    assert not {name for name in names if ops[name] in ("Conv", "Resize", "Exp")}
+    # No convolution reads its image input from them (they feed the pads of the Pad nodes, never pixels).
+    producers = {output: node.name for node in proto.graph.node for output in node.output}
+    assert not [n for n in proto.graph.node if n.op_type == "Conv" and producers.get(n.input[0]) in names]
+    data = quantize_int8(export_onnx(model), calibration_images(**SMALL_CALIBRATION), size=SMALL_CALIBRATION["size"])
+    network = OnnxNetwork(data)
+    for height, width in ((128, 256), (96, 224)):  # the calibration size and another
+        images = torch.rand(1, 3, height, width) * 255
+        assert network(images)["semantic"].shape[-2:] == (height // 4, width // 4)

@@ -145,7 +145,8 @@ def shape_nodes(model_proto) -> list[str]:
             continue
         inputs = [name for name in node.input if name]
         if node.op_type in ("Shape", "Size") or (
-                inputs and all(i in from_shapes or i in constants for i in inputs) and any(i in from_shapes for i in inputs)):
+                inputs and all(i in from_shapes or i in constants for i in inputs)
+                and any(i in from_shapes for i in inputs)):
             from_shapes.update(node.output)
             names.append(node.name)
     return names

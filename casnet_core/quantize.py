@@ -42,7 +42,7 @@ MAX_FOLDER_IMAGES = 64
 #: The head modules whose output convolution stays float (see the module docstring).
 FLOAT_HEADS = ("semantic_head", "attribute_head", "box_head")
 #: Version of the recipe above: part of the cache key, so a changed recipe never reuses an old file.
-RECIPE = "qdq-u8s8-perchannel-minmax-average-1"
+RECIPE = "qdq-u8s8-perchannel-minmax-average-shapes-float-2"
 
 
 class CalibrationError(ValueError):

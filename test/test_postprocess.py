@@ -15,17 +15,20 @@ from hypothesis import strategies as st
 
 from casnet_core.postprocess import (
     VOID_CHANNEL,
+    PairStatistics,
     common_attribute_support,
     decode_boxes,
     fallback_seeds,
     find_seeds,
     mask_statistics,
     number_instances,
+    pair_statistics,
     pixel_cells,
+    pixel_values,
     sanitize_heads,
     sanitize_semantic_logits,
     select_seeds,
-    thing_pixel_pairs,
+    thing_pairs,
     upsample_semantic,
     vote_with_support,
 )
@@ -34,6 +37,9 @@ from casnet_core.postprocess import (
 ROAD, CAR, PERSON = 0, 1, 2
 LABEL_IDS = (7, 26, 24)
 THING_CLASSES = (CAR, PERSON)  # box-probability channel 0 = car, 1 = person
+# Two rows of four pixels for the pair stages (stride 2: two cells of 2 x 2 pixels).
+PAIR_SEMANTIC = torch.tensor([[[CAR, CAR, PERSON, ROAD],
+                               [CAR, PERSON, PERSON, PERSON]]])
 
 
 def draw(rows: str) -> np.ndarray:
@@ -506,20 +512,39 @@ def test_cpu_and_cuda_give_the_same_result():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_thing_pixel_pairs_group_the_pixels_by_image_class_and_cell():
-    # Stride 2, one image, a 1 x 2 grid: columns 0-1 are cell 0, columns 2-3 cell 1. Thing classes 0 and
-    # 1, -1 = stuff. Pairs are keyed (image * K + class) * cells + cell: class 0 in cell 0 -> 0, class 1 in
-    # cell 0 -> 2, class 1 in cell 1 -> 3. The person pixel (1, 1) shares cell 0 with three car pixels but
-    # votes through a pair of its own.
-    thing_map = torch.tensor([[[0, 0, 1, -1],
-                               [0, 1, 1, 1]]])
-    pixels = thing_pixel_pairs(thing_map, (1, 2), num_things=2, stride=2)
-    assert pixels.index.tolist() == [0, 1, 2, 4, 5, 6, 7]
-    assert pixels.x.tolist() == [0, 1, 2, 0, 1, 2, 3]
-    assert pixels.y.tolist() == [0, 0, 0, 1, 1, 1, 1]
-    assert pixels.pair_key.tolist() == [0, 2, 3]
-    assert pixels.pair.tolist() == [0, 0, 2, 0, 1, 2, 2]
-    assert pixels.pair_pixels.tolist() == [3, 1, 3]
+def test_thing_pairs_group_the_pixels_by_image_class_and_cell():
+    # Stride 2, one image, a 1 x 2 grid: columns 0-1 are cell 0, columns 2-3 cell 1. Thing classes 0 (car) and
+    # 1 (person). Pairs are keyed (image * K + class) * cells + cell: car in cell 0 -> 0, person in cell 0 -> 2,
+    # person in cell 1 -> 3. The person pixel (1, 1) shares cell 0 with three car pixels but votes through a
+    # pair of its own. Pixel keys are (image * (C + 1) + channel) * cells + cell: road (0) in cell 1 -> 1, car (1)
+    # in cell 0 -> 2, person (2) in cells 0 and 1 -> 4, 5.
+    pairs = thing_pairs(PAIR_SEMANTIC, torch.tensor(THING_CLASSES), 3, (1, 2), stride=2)
+    assert pairs.pixel_key.tolist() == [[[2, 2, 5, 1],
+                                         [2, 4, 5, 5]]]
+    assert pairs.pair_key.tolist() == [0, 2, 3]
+    assert pairs.pair_pixels.tolist() == [3, 1, 3]
+    assert pairs.channel_pixels.tolist() == [[1, 3, 4, 0]]  # road, car, person, void
+    # What the pairs decide reaches their pixels; the other pixels get their channel's value.
+    ids = pixel_values(pairs, torch.tensor([26000, 24000, 24001]), torch.tensor([[7, -1, -1, 0]]))
+    assert ids.tolist() == [[[26000, 26000, 24001, 7],
+                             [26000, 24000, 24001, 24001]]]
+
+
+def test_pair_statistics_are_the_pixel_sums_and_tight_boxes_of_each_pair():
+    # The map above: the car pair (0) holds (0, 0), (1, 0), (0, 1): partial in its 2 x 2 block; the person pair of
+    # cell 0 (2) only (1, 1); the person pair of cell 1 (3) holds (2, 0), (2, 1), (3, 1): its block misses (3, 0).
+    stats = pair_statistics(thing_pairs(PAIR_SEMANTIC, torch.tensor(THING_CLASSES), 3, (1, 2), stride=2), stride=2)
+    assert stats.area.tolist() == [3, 1, 3]
+    assert stats.sum_x.tolist() == [0 + 1 + 0, 1, 2 + 2 + 3]
+    assert stats.sum_y.tolist() == [0 + 0 + 1, 1, 0 + 1 + 1]
+    assert [stats.x0.tolist(), stats.y0.tolist(), stats.x1.tolist(), stats.y1.tolist()] == [
+        [0, 1, 2], [0, 1, 0], [2, 2, 4], [2, 2, 2]]
+    # A pair filling its whole block takes the closed form: cars everywhere, 2 x 2 cells of a 4 x 4 image.
+    cars = torch.full((1, 4, 4), CAR)
+    full = pair_statistics(thing_pairs(cars, torch.tensor(THING_CLASSES), 3, (2, 2), stride=2), stride=2)
+    assert full.area.tolist() == [4, 4, 4, 4]
+    assert full.sum_x.tolist() == [2, 10, 2, 10] and full.sum_y.tolist() == [2, 2, 10, 10]
+    assert full.x1.tolist() == [2, 4, 2, 4] and full.y0.tolist() == [0, 0, 2, 2]
 
 
 def test_pixel_cells_follow_the_input_scale_and_stay_in_the_grid():
@@ -595,12 +620,17 @@ def test_number_instances_counts_per_image_and_class():
 
 
 def test_mask_statistics_are_the_tight_box_area_and_mean_pixel_centre():
-    # Instance 0 holds pixels (0, 0) and (1, 2), instance 1 the pixel (5, 3).
-    areas, boxes, centroids = mask_statistics(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 5]),
-                                              torch.tensor([0, 2, 3]), 2)
+    # Instance 0 holds the pairs of pixels (0, 0) and (1, 2), instance 1 the pair of pixel (5, 3).
+    areas, boxes, centroids = mask_statistics(torch.tensor([0, 0, 1]), single_pixel_pairs([0, 1, 5], [0, 2, 3]), 2)
     assert areas.tolist() == [2, 1]
     assert boxes.tolist() == [[0, 0, 2, 3], [5, 3, 6, 4]]
     assert centroids.tolist() == [[1.0, 1.5], [5.5, 3.5]]
+
+
+def single_pixel_pairs(xs: list[int], ys: list[int]) -> PairStatistics:
+    """The statistics of pairs of one pixel each, at (xs[p], ys[p])."""
+    x, y = torch.tensor(xs, dtype=torch.int64), torch.tensor(ys, dtype=torch.int64)
+    return PairStatistics(torch.ones_like(x), x, y, x, y, x + 1, y + 1)
 
 
 def test_sanitize_heads_gives_nonfinite_values_their_meaning_and_counts_them():

@@ -14,9 +14,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import casnet_core.postprocess.boxes as boxes_module
+from casnet_core.postprocess.seeds import window_max
+from casnet_core.postprocess.semantic import first_argmax
 from casnet_core.postprocess import (
     LOGIT_BOUND,
     VOID_CHANNEL,
+    PairStatistics,
     box_iou_pairwise,
     channel_tables,
     checked_semantic_channels,
@@ -29,11 +32,14 @@ from casnet_core.postprocess import (
     nms_per_group,
     number_instances,
     panoptic_map,
+    pair_statistics,
+    pieces,
     pixel_cells,
+    pixel_values,
     sanitize_heads,
     sanitize_semantic_logits,
     select_seeds,
-    thing_pixel_pairs,
+    thing_pairs,
     upsample_semantic,
     vote,
     vote_with_support,
@@ -42,6 +48,7 @@ from test_postprocess import (
     CAR,
     FIGURE_1_EXPECTED,
     LABEL_IDS,
+    PAIR_SEMANTIC,
     PERSON,
     ROAD,
     THING_CLASSES,
@@ -49,6 +56,7 @@ from test_postprocess import (
     make_heads,
     one_hot_logits,
     run,
+    single_pixel_pairs,
 )
 
 NAN, INF = float("nan"), float("inf")
@@ -155,6 +163,68 @@ def test_void_cells_follow_the_input_scale():
     assert upsample_semantic(logits, 1, (1, 2), (1.0, 2.0), void_cells=void_cells).tolist() == [[[0, 1]]]
 
 
+def dense_bilinear_argmax(logits, stride, output_size, input_scale=(1.0, 1.0)):
+    """The argmax of the full bilinear interpolation, every pixel and class, in the term order of
+    semantic._interpolate: what upsample_semantic's shortcuts must reproduce exactly."""
+    from casnet_core.postprocess.semantic import _bilinear_sources
+    _, _, h, w = logits.shape
+    row0, row1, wy = _bilinear_sources(output_size[0], h, input_scale[0] / stride, logits.device)
+    col0, col1, wx = _bilinear_sources(output_size[1], w, input_scale[1] / stride, logits.device)
+    wy, wx = wy[:, None], wx[None, :]
+
+    def at(rows, cols):
+        return logits[:, :, rows][:, :, :, cols]
+
+    top = (1 - wx) * at(row0, col0) + wx * at(row0, col1)
+    bottom = (1 - wx) * at(row1, col0) + wx * at(row1, col1)
+    return ((1 - wy) * top + wy * bottom).argmax(dim=1)
+
+
+@pytest.mark.parametrize("stride, output_size, input_scale, noise", [
+    (4, (64, 96), (1.0, 1.0), 0.5),  # blocky classes: few classes can win in a mixed block
+    (4, (64, 96), (1.0, 1.0), 4.0),  # noisy: many can, the blocks with more than four go apart
+    (4, (61, 93), (1.0, 1.0), 1.0),  # cropped
+    (4, (97, 203), (64 / 97, 96 / 203), 1.0),  # resized: uneven blocks, cut into pieces
+    (2, (40, 24), (1.0, 1.0), 1.0),
+])
+def test_upsampling_equals_the_dense_interpolation_exactly(stride, output_size, input_scale, noise):
+    generator = torch.Generator().manual_seed(1)
+    h, w = (16, 24) if input_scale != (1.0, 1.0) else (-(-output_size[0] // stride), -(-output_size[1] // stride))
+    regions = torch.randint(0, 6, (2, 1, h // 3 + 1, w // 3 + 1), generator=generator)
+    regions = regions.repeat_interleave(3, 2).repeat_interleave(3, 3)[:, :, :h, :w]
+    logits = noise * torch.randn((2, 6, h, w), generator=generator)
+    logits.scatter_add_(1, regions, torch.full(regions.shape, 3.0))
+    logits[0, :, 0, 0] = logits[0, 0, 0, 0]  # a cell where every class ties: the first wins
+    expected = dense_bilinear_argmax(logits, stride, output_size, input_scale)
+    assert torch.equal(upsample_semantic(logits, stride, output_size, input_scale), expected)
+    assert torch.equal(upsample_semantic(logits, stride, output_size, input_scale, chunk_pixels=7), expected)
+
+
+def test_grid_pieces_cut_the_long_runs_of_a_clamped_border():
+    # Stride 4 at scale 1: the first source row of output rows 0..5 is cell 0 (rows 0 and 1 clamp onto it), then
+    # four rows per cell, and the last two rows read the last cell. The usual run is 4 rows: cell 0 becomes two
+    # pieces (rows 0-3 and 4-5).
+    first_row = torch.tensor([0] * 6 + [1] * 4 + [2] * 2)
+    pieces_of_rows = pieces(first_row, 3)
+    assert pieces_of_rows.size == 4
+    assert pieces_of_rows.start.tolist() == [0, 4, 6, 10] and pieces_of_rows.length.tolist() == [4, 2, 4, 2]
+    assert pieces_of_rows.first_of_cell.tolist() == [0, 2, 3] and pieces_of_rows.count_of_cell.tolist() == [2, 1, 1]
+
+
+def test_window_max_is_max_pool_with_minus_infinity_outside():
+    generator = torch.Generator().manual_seed(0)
+    values = torch.rand((2, 3, 7, 5), generator=generator)
+    values[0, 0, 2, 2] = values[0, 0, 2, 3]  # equal neighbours
+    for kernel in (1, 3, 5):
+        expected = torch.nn.functional.max_pool2d(values, kernel, stride=1, padding=kernel // 2)
+        assert torch.equal(window_max(values, kernel), expected)
+
+
+def test_first_argmax_takes_the_first_of_equal_maxima_as_torch_argmax():
+    logits = torch.tensor([[[[1.0, 2.0]], [[3.0, 2.0]], [[3.0, 0.0]]]])  # (1, 3, 1, 2): ties at both pixels
+    assert first_argmax(logits).tolist() == [[[1, 0]]] == logits.argmax(dim=1).tolist()
+
+
 def test_upsampling_in_chunks_of_one_pixel_equals_the_unchunked_result():
     # Stride 2 over cells (class 0, class 1, class 0): output pixels at grid positions 0 (clamped), 0.25,
     # 0.75, 1.25, 1.75, 2.25 (reads cell 2 only): every pixel but the last reads cells of two classes, so
@@ -201,38 +271,36 @@ def tables():
     return channel_tables(torch.tensor(THING_CLASSES), LABEL_IDS)
 
 
-def test_panoptic_map_keeps_stuff_by_default_and_exactly_at_stuff_area():
-    # One image: 2 road pixels, 1 car pixel claimed by instance 26000, 1 void pixel. stuff_area 2: road's 2
-    # pixels are enough (>=), so road keeps its label id 7 (panoptic is the default mode).
-    semantic = torch.tensor([[[ROAD, ROAD], [CAR, VOID_CHANNEL]]])
+def panoptic_of(semantic, pair_ids, **kwargs):
+    """panoptic_map at stride 1 (one cell per pixel), the pairs' ids given."""
     thing_of_channel, label_of_channel = tables()
-    out = panoptic_map(semantic, torch.tensor([2]), torch.tensor([26000]), label_of_channel, thing_of_channel, 3,
-                       stuff_area=2)
+    pairs = thing_pairs(semantic, torch.tensor(THING_CLASSES), 3, tuple(semantic.shape[1:]), stride=1)
+    return panoptic_map(pairs, torch.tensor(pair_ids, dtype=torch.int64), label_of_channel, thing_of_channel, 3,
+                        **kwargs)
+
+
+def test_panoptic_map_keeps_stuff_by_default_and_exactly_at_stuff_area():
+    # One image: 2 road pixels, 1 car pixel (the only pair) claimed by instance 26000, 1 void pixel. stuff_area 2:
+    # road's 2 pixels are enough (>=), so road keeps its label id 7 (panoptic is the default mode).
+    semantic = torch.tensor([[[ROAD, ROAD], [CAR, VOID_CHANNEL]]])
+    out = panoptic_of(semantic, [26000], stuff_area=2)
     assert out.dtype == torch.int32
     assert out.tolist() == [[[7, 7], [26000, 0]]]
-    out = panoptic_map(semantic, torch.tensor([2]), torch.tensor([26000]), label_of_channel, thing_of_channel, 3,
-                       stuff_area=3)
-    assert out.tolist() == [[[0, 0], [26000, 0]]]
+    assert panoptic_of(semantic, [26000], stuff_area=3).tolist() == [[[0, 0], [26000, 0]]]
 
 
 def test_panoptic_map_thing_pixels_no_instance_claims_are_void():
-    # Car (thing 0) and person (thing 1) pixels that no instance claims are never stuff: 0, not 26 / 24.
-    semantic = torch.tensor([[[ROAD, CAR, PERSON]]])
-    thing_of_channel, label_of_channel = tables()
-    out = panoptic_map(semantic, torch.tensor([], dtype=torch.int64), torch.tensor([], dtype=torch.int64),
-                       label_of_channel, thing_of_channel, 3, stuff_area=1)
-    assert out.tolist() == [[[7, 0, 0]]]
+    # Car (thing 0) and person (thing 1) pixels that no instance claims (id 0) are never stuff: 0, not 26 / 24.
+    assert panoptic_of(torch.tensor([[[ROAD, CAR, PERSON]]]), [0, 0], stuff_area=1).tolist() == [[[7, 0, 0]]]
 
 
 @pytest.mark.parametrize("batch", [2, 3])
 def test_panoptic_map_decides_the_stuff_area_per_image(batch):
     # Image 0 has 1 road pixel, image 1 has 3 (image 2, if any, 2): with stuff_area 2 only the road of
-    # image 0 is void. Each image is decided on its own pixels, not on the batch's.
+    # image 0 is void. Each image is decided on its own pixels, not on the batch's. The pairs, in key order: the
+    # cars of image 0 (columns 1, 2), then the car of image 2.
     semantic = torch.tensor([[[ROAD, CAR, CAR]], [[ROAD, ROAD, ROAD]], [[ROAD, ROAD, CAR]]])[:batch]
-    thing_of_channel, label_of_channel = tables()
-    thing_pixels = torch.tensor([1, 2, 8])[:batch]  # flat indices into (B, 1, 3)
-    thing_ids = torch.tensor([26000, 26001, 26000])[:batch]
-    out = panoptic_map(semantic, thing_pixels, thing_ids, label_of_channel, thing_of_channel, 3, stuff_area=2)
+    out = panoptic_of(semantic, [26000, 26001, 26000][: 2 * batch - 2], stuff_area=2)
     expected = [[[0, 26000, 26001]], [[7, 7, 7]], [[7, 7, 26000]]]
     assert out.tolist() == expected[:batch]
 
@@ -352,6 +420,19 @@ def test_voters_of_a_group_without_alive_seeds_get_minus_1():
     assert chosen.dtype == torch.int64 and chosen.shape == (0,)
 
 
+def test_voters_in_any_order_get_the_seeds_they_get_in_group_order():
+    # The vote runs group by group over the voters sorted by group; voters given out of order get the same seeds.
+    # Voters 0 and 2 (group 1) decode the boxes of seeds 2 and 3, voter 1 (group 0) the box of seed 1.
+    seed_boxes = torch.tensor([[0, 0, 2, 2], [0, 0, 4, 2], [4, 0, 8, 2], [4, 0, 6, 2.0]])
+    seed_groups = torch.tensor([0, 0, 1, 1])
+    voters = torch.tensor([[4, 0, 8, 2], [0, 0, 4, 2], [4, 0, 6, 2.0]])
+    alive = torch.ones(4, dtype=torch.bool)
+    chosen = vote(voters, torch.tensor([1, 0, 1]), seed_boxes, seed_groups, alive, 2)
+    assert chosen.tolist() == [2, 1, 3]
+    in_order = vote(voters[[1, 0, 2]], torch.tensor([0, 1, 1]), seed_boxes, seed_groups, alive, 2)
+    assert in_order.tolist() == [1, 2, 3]
+
+
 def test_a_voter_picks_among_the_seeds_of_its_group_when_another_group_has_more():
     # Group 0 has 3 seeds, group 1 two (its row of the seed table is padded). The voter of group 1 decodes
     # [0, 10] x [0, 1]: IoU 0.5 with seed 4 ([0, 5]) and 1/19 with seed 3 ([9, 19]): seed 4, whatever the
@@ -391,12 +472,11 @@ def test_instance_score_of_a_one_pixel_instance_is_its_class_probability_times_i
 
 def test_mask_statistics_of_instances_without_pixels():
     # Instance 1, the last one, has no pixel: it still has its row, of area 0 (centroid: the 0.5 offset).
-    areas, boxes, centroids = mask_statistics(torch.tensor([0]), torch.tensor([3]), torch.tensor([1]), 2)
+    areas, boxes, centroids = mask_statistics(torch.tensor([0]), single_pixel_pairs([3], [1]), 2)
     assert areas.tolist() == [1, 0]
     assert boxes.shape == (2, 4) and boxes[0].tolist() == [3, 1, 4, 2]
     assert centroids.tolist() == [[3.5, 1.5], [0.5, 0.5]]
-    areas, boxes, centroids = mask_statistics(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
-                                              torch.zeros(0, dtype=torch.int64), 0)
+    areas, boxes, centroids = mask_statistics(torch.zeros(0, dtype=torch.int64), single_pixel_pairs([], []), 0)
     assert areas.shape == (0,) and boxes.shape == (0, 4) and centroids.shape == (0, 2)
 
 
@@ -419,10 +499,9 @@ def stage_inputs():
         "label_of_thing": torch.tensor([26, 24]), "seed_scores": torch.tensor([0.8, 0.4]),
         "instance_seed": torch.tensor([0, 1]), "pair_seed": torch.tensor([0, 1, 1]),
         "pair_pixels": torch.tensor([1, 1, 2]), "pair_prob": torch.tensor([0.5, 0.25, 1.0]),
-        "pixel_instance": torch.tensor([0, 0, 1]), "pixel_x": torch.tensor([0, 1, 5]),
-        "pixel_y": torch.tensor([0, 2, 3]), "thing_pixels": torch.tensor([13, 96 + 14]),
-        "thing_ids": torch.tensor([26000, 26001]),
-        "thing_map": torch.tensor([[[0, 0, 1, -1], [0, 1, 1, 1]]]),
+        "pair_instance": torch.tensor([0, 0, 1]), "pair_x": torch.tensor([0, 1, 5]),
+        "pair_y": torch.tensor([0, 2, 3]), "pair_semantic": PAIR_SEMANTIC,
+        "pair_ids": torch.tensor([26000, 24000, 24001]), "channel_values": torch.tensor([[7, -1, -1, 0]]),
         "pair_boxes": torch.tensor([[0, 0, 2, 2], [0, 0, 4, 2], [4, 0, 8, 2.0]]),
         "pair_groups": torch.tensor([0, 0, 1]), "vote_pixels": torch.tensor([3, 1, 2]),
         "seed_boxes": torch.tensor([[0, 0, 2, 2], [0, 0, 4, 2], [4, 0, 8, 2.0]]),
@@ -447,12 +526,17 @@ def run_stages(t: dict) -> list[torch.Tensor]:
     semantic = upsample_semantic(logits, 2, (16, 24), (1.0, 1.0), void_cells=void_cells)
     thing_of_channel, label_of_channel = channel_tables(t["thing_channels"], LABEL_IDS)
     separated = checked_semantic_channels(t["batch_semantic"], 2, 3)
-    panoptic = panoptic_map(separated, t["thing_pixels"], t["thing_ids"], label_of_channel, thing_of_channel, 3,
+    separated_pairs = thing_pairs(separated, t["thing_channels"], 3, (8, 12), stride=1)
+    # Every pair claimed, by an id made from its key (so that it stays on the inputs' device).
+    panoptic = panoptic_map(separated_pairs, separated_pairs.pair_key + 26000, label_of_channel, thing_of_channel, 3,
                             stuff_area=1)
     instance_seed, ids = number_instances(t["alive"], t["seed_groups"], 2, t["label_of_thing"])
     scores = instance_scores(t["seed_scores"], t["instance_seed"], t["pair_seed"], t["pair_pixels"], t["pair_prob"])
-    statistics = mask_statistics(t["pixel_instance"], t["pixel_x"], t["pixel_y"], 2)
-    pixels = thing_pixel_pairs(t["thing_map"], (1, 2), num_things=2, stride=2)
+    x, y = t["pair_x"], t["pair_y"]
+    statistics = mask_statistics(t["pair_instance"], PairStatistics(torch.ones_like(x), x, y, x, y, x + 1, y + 1), 2)
+    pairs = thing_pairs(t["pair_semantic"], t["thing_channels"], 3, (1, 2), stride=2)
+    pair_stats = pair_statistics(pairs, stride=2)
+    pair_ids = pixel_values(pairs, t["pair_ids"], t["channel_values"])
     chosen = vote(t["pair_boxes"], t["pair_groups"], t["seed_boxes"], t["vote_seed_groups"], t["seed_alive"], 3)
     supported = vote_with_support(t["pair_boxes"], t["pair_groups"], t["vote_pixels"], t["seed_boxes"],
                                   t["vote_seed_groups"], 3, min_area=2)
@@ -461,7 +545,8 @@ def run_stages(t: dict) -> list[torch.Tensor]:
     cell_boxes = decode_boxes(t["attributes"], 2)
     no_box = nms_per_group(t["pair_boxes"][:0], t["seed_scores"][:0], t["pair_groups"][:0], 0.5)
     return [logits, void_cells, semantic, thing_of_channel, label_of_channel, separated, panoptic, instance_seed, ids,
-            scores, *statistics, *pixels, chosen, *supported, selected, no_seed, cell_boxes, no_box]
+            scores, *statistics, chosen, *supported, selected, no_seed, cell_boxes, no_box,
+            pairs.pixel_key, pairs.pair_key, pairs.pair_pixels, pairs.channel_pixels, *pair_stats, pair_ids]
 
 
 def assert_same_outputs(expected, got):
@@ -483,19 +568,22 @@ def test_stage_results_hold_on_the_scene():
     # ... and separated, capped at 1 instance per image: A, the best seed; B's pixels re-vote for it.
     assert expected_pipeline[4].tolist() == [26000, 26000]
     assert expected[2][0, 14:, 22:].tolist() == [[VOID_CHANNEL] * 2] * 2  # the void cell, 2x2 pixels
-    # Pixels 13 and 14 are car pixels of both images; one of each image is claimed, the other is 0.
-    assert expected[6].view(2, -1)[:, 13:15].tolist() == [[26000, 0], [0, 26001]]
+    # Pixels 13 and 14 are car pixels of both images (stride 1: a pair each, keys 13, 14 and 2 * 96 + 13, + 14).
+    assert expected[6].view(2, -1)[:, 13:15].tolist() == [[26013, 26014], [26205, 26206]]
     assert expected[8].tolist() == [26000, 24000]
-    assert expected[19].tolist() == [0, 1, 2]  # vote: each pair's own box is a seed box
+    assert expected[13].tolist() == [0, 1, 2]  # vote: each pair's own box is a seed box
     # vote_with_support, min_area 2: seed 1 holds 1 pixel and goes; its pair re-votes for seed 0.
-    assert [r.tolist() for r in expected[20:23]] == [[0, 0, 2], [4, 0, 2], [True, False, True]]
-    assert expected[23].tolist() == [0, 2, 4]  # select_seeds, as in test_postprocess.py
-    assert expected[24].tolist() == [-1, -1, -1]  # vote without alive seeds
-    assert expected[25].dtype == torch.float32
+    assert [r.tolist() for r in expected[14:17]] == [[0, 0, 2], [4, 0, 2], [True, False, True]]
+    assert expected[17].tolist() == [0, 2, 4]  # select_seeds, as in test_postprocess.py
+    assert expected[18].tolist() == [-1, -1, -1]  # vote without alive seeds
+    assert expected[19].dtype == torch.float32
     # decode_boxes at stride 2: cell (row 1, column 0) sits at (1, 3); A's attributes there are
     # (l, t, r, b) = (0.5, 0.5, 6.5, 6.5), times the stride: A's box doubled.
-    assert expected[25][0, :, 1, 0].tolist() == [0.0, 2.0, 14.0, 16.0]
-    assert expected[26].dtype == torch.int64 and expected[26].shape == (0,)  # NMS of no box keeps none
+    assert expected[19][0, :, 1, 0].tolist() == [0.0, 2.0, 14.0, 16.0]
+    assert expected[20].dtype == torch.int64 and expected[20].shape == (0,)  # NMS of no box keeps none
+    # The pairs of the hand-built thing map (test_postprocess.py), their statistics and ids on the pixels.
+    assert expected[23].tolist() == [3, 1, 3] and expected[25].tolist() == [3, 1, 3]  # pair pixels, areas
+    assert expected[32].tolist() == [[[26000, 26000, 24001, 7], [26000, 24000, 24001, 24001]]]
 
 
 def test_stages_follow_the_dtype_of_their_inputs_not_torchs_default():

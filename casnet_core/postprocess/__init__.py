@@ -1,7 +1,10 @@
 """Common attribute support (paper, section III.C): head outputs -> semantic, instance and panoptic maps.
 
 Pure tensor functions: they run on the device of their inputs, take plain keyword arguments and never
-leave torch (no numpy, no Python loop over pixels, seeds or classes). :func:`common_attribute_support`
+leave torch (no numpy, no Python loop over pixels or seeds; the vote alone loops over the (image, class) groups,
+at most B x K). Per-pixel work is a few whole-image passes (lookups, one count); everything else runs on the
+stride-s grid or on the pixels of the few cells where classes meet (``grid``). On the CPU the whole of it takes a
+fraction of the forward pass (``bench/bench_postprocess.py``). :func:`common_attribute_support`
 (``support.py``) is a short composition of the stages below, each a function of its own in a module of its
 stage (as detectron2's Panoptic-DeepLab splits ``find_instance_center`` / ``group_pixels`` /
 ``merge_semantic_and_instance``); every name below is importable from ``casnet_core.postprocess``:
@@ -11,8 +14,10 @@ stage (as detectron2's Panoptic-DeepLab splits ``find_instance_center`` / ``grou
 1. ``semantic``: argmax of the semantic logits, bilinearly upsampled to the output resolution (or label ids
    from another segmentation model: "separated" mode). :func:`upsample_semantic` gives exactly that argmax
    without building the (B, C, H, W) logits: it interpolates only near class borders.
-2. ``pairs`` (:func:`thing_pixel_pairs`): every thing pixel votes through its (image, class, cell) pair, see
-   "Resolution" there. Box geometry (decoding, IoU, NMS) shared by the next stages: ``boxes``.
+2. ``pairs`` (:func:`thing_pairs`): every thing pixel votes through its (image, class, cell) pair, see
+   "Resolution" there; :func:`pixel_values` brings what a pair gets back to its pixels, and
+   :func:`pair_statistics` gives each pair's pixel count, sums and tight box without visiting every pixel.
+   Box geometry (decoding, IoU, NMS) shared by the next stages: ``boxes``.
 3. ``seeds`` (:func:`find_seeds`): box-probability cells above ``box_threshold`` that are local maxima
    (``nms_kernel`` max-pool), each decoding its box from its attributes; NMS over these boxes (box probability
    as score, per image and class) leaves the seed boxes.
@@ -62,8 +67,16 @@ from casnet_core.postprocess.defaults import (
 )
 from casnet_core.postprocess.heads import sanitize_heads, sanitize_semantic_logits
 from casnet_core.postprocess.instances import instance_scores, mask_statistics, number_instances, pair_class_probability
+from casnet_core.postprocess.grid import Pieces, block_pixels, cell_blocks, pieces
 from casnet_core.postprocess.maps import panoptic_map
-from casnet_core.postprocess.pairs import ThingPixels, pixel_cells, thing_pixel_pairs
+from casnet_core.postprocess.pairs import (
+    PairStatistics,
+    ThingPairs,
+    pair_statistics,
+    pixel_cells,
+    pixel_values,
+    thing_pairs,
+)
 from casnet_core.postprocess.seeds import fallback_seeds, find_seeds, select_seeds
 from casnet_core.postprocess.semantic import channel_tables, checked_semantic_channels, upsample_semantic
 from casnet_core.postprocess.support import PanopticOutput, common_attribute_support
@@ -77,9 +90,13 @@ __all__ = [
     "NMS_KERNEL",
     "PRE_NMS_TOP_K",
     "PanopticOutput",
-    "ThingPixels",
+    "PairStatistics",
+    "Pieces",
+    "ThingPairs",
     "VOID_CHANNEL",
+    "block_pixels",
     "box_iou_pairwise",
+    "cell_blocks",
     "channel_tables",
     "checked_semantic_channels",
     "common_attribute_support",
@@ -91,12 +108,15 @@ __all__ = [
     "nms_per_group",
     "number_instances",
     "pair_class_probability",
+    "pair_statistics",
     "panoptic_map",
+    "pieces",
     "pixel_cells",
+    "pixel_values",
     "sanitize_heads",
     "sanitize_semantic_logits",
     "select_seeds",
-    "thing_pixel_pairs",
+    "thing_pairs",
     "upsample_semantic",
     "vote",
     "vote_with_support",

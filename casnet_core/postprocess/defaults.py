@@ -19,4 +19,4 @@ DEFAULT_THRESHOLDS: dict[str, float | int] = {
 }
 NMS_KERNEL = 3  # max-pool window of the seed candidates
 PRE_NMS_TOP_K = 2000  # seed candidates per image entering NMS
-CHUNK_ELEMENTS = 1 << 21  # pair x seed entries compared at once in the vote
+CHUNK_ELEMENTS = 1 << 18  # pair x seed entries compared at once in the vote (small enough to stay in the CPU cache)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from casnet_core.labels import LABEL_DIVISOR
+from casnet_core.postprocess.pairs import PairStatistics
 
 
 def number_instances(alive: Tensor, seed_groups: Tensor, num_things: int,
@@ -59,20 +60,22 @@ def instance_scores(seed_scores: Tensor, instance_seed: Tensor, pair_seed: Tenso
     return scores * prob_sum[instance_seed] / area[instance_seed].clamp(min=1)
 
 
-def mask_statistics(pixel_instance: Tensor, pixel_x: Tensor, pixel_y: Tensor,
+def mask_statistics(pair_instance: Tensor, statistics: PairStatistics,
                     num_instances: int) -> tuple[Tensor, Tensor, Tensor]:
     """Area (N,) int64, tight box (N, 4) float32 (x0, y0, x1, y1, x1/y1 exclusive) and centroid (N, 2)
-    float32 (mean pixel centre) of each instance, from the instance (Q,) and position of each pixel."""
-    device = pixel_instance.device
-    areas = torch.bincount(pixel_instance, minlength=num_instances)
+    float32 (mean pixel centre) of each instance, from the instance (P,) int64 and the pixel statistics
+    (:func:`.pairs.pair_statistics`) of each pair. An instance without pixels has area 0, box 0 and
+    centroid (0.5, 0.5)."""
+    device = pair_instance.device
+    areas = torch.zeros(num_instances, dtype=torch.int64, device=device).scatter_add_(0, pair_instance,
+                                                                                       statistics.area)
     boxes = torch.zeros(num_instances, 4, dtype=torch.int64, device=device)
     if num_instances:
-        boxes[:, 0].scatter_reduce_(0, pixel_instance, pixel_x, "amin", include_self=False)
-        boxes[:, 1].scatter_reduce_(0, pixel_instance, pixel_y, "amin", include_self=False)
-        boxes[:, 2].scatter_reduce_(0, pixel_instance, pixel_x, "amax", include_self=False)
-        boxes[:, 3].scatter_reduce_(0, pixel_instance, pixel_y, "amax", include_self=False)
-        boxes[:, 2:] += 1  # exclusive x1, y1
-    sum_x = torch.zeros(num_instances, dtype=torch.int64, device=device).scatter_add_(0, pixel_instance, pixel_x)
-    sum_y = torch.zeros(num_instances, dtype=torch.int64, device=device).scatter_add_(0, pixel_instance, pixel_y)
-    centroids = torch.stack((sum_x, sum_y), dim=1).double() / areas.clamp(min=1).double()[:, None] + 0.5
+        for column, (value, reduce) in enumerate(((statistics.x0, "amin"), (statistics.y0, "amin"),
+                                                  (statistics.x1, "amax"), (statistics.y1, "amax"))):
+            boxes[:, column].scatter_reduce_(0, pair_instance, value, reduce, include_self=False)
+    sums = torch.zeros(num_instances, 2, dtype=torch.int64, device=device)
+    sums[:, 0].scatter_add_(0, pair_instance, statistics.sum_x)
+    sums[:, 1].scatter_add_(0, pair_instance, statistics.sum_y)
+    centroids = sums.double() / areas.clamp(min=1).double()[:, None] + 0.5
     return areas, boxes.float(), centroids.float()

@@ -12,29 +12,25 @@ import torch
 from torch import Tensor
 
 from casnet_core.postprocess.defaults import DEFAULT_THRESHOLDS
+from casnet_core.postprocess.pairs import ThingPairs, pixel_values
 
 
-def panoptic_map(semantic: Tensor, thing_pixels: Tensor, thing_pixel_ids: Tensor, label_of_channel: Tensor,
-                 thing_of_channel: Tensor, num_classes: int, *, panoptic: bool = True,
+def panoptic_map(pairs: ThingPairs, pair_ids: Tensor, label_of_channel: Tensor, thing_of_channel: Tensor,
+                 num_classes: int, *, panoptic: bool = True,
                  stuff_area: int = DEFAULT_THRESHOLDS["stuff_area"]) -> Tensor:
-    """(B, H, W) int64 semantic channels -> (B, H, W) int32 panoptic ids.
+    """(B, H, W) int32 panoptic ids of the pixels of :func:`.pairs.thing_pairs`.
 
     Args:
-        thing_pixels: (Q,) flat indices into (B, H, W); thing_pixel_ids: (Q,) their panoptic ids.
+        pair_ids: (P,) integer panoptic id of each pair's pixels (0: no instance claims them).
         label_of_channel, thing_of_channel: (256,) int64 tables of :func:`channel_tables`.
         num_classes: C; the channels below C that are no thing class are stuff.
         panoptic: True: stuff keeps its label id, void below ``stuff_area`` pixels per image; False: 0.
     """
-    batch = semantic.shape[0]
-    device = semantic.device
-    is_stuff = (thing_of_channel < 0) & (torch.arange(256, device=device) < num_classes)
-    # Stuff: one lookup per pixel in a per-image table of what each channel becomes.
-    channel_key = semantic + 256 * torch.arange(batch, device=device).view(batch, 1, 1) if batch > 1 else semantic
-    panoptic_of_channel = torch.zeros(batch * 256, dtype=torch.int32, device=device)
+    batch = pairs.channel_pixels.shape[0]
+    channels = torch.arange(num_classes + 1, device=pair_ids.device)
+    is_stuff = (thing_of_channel[channels] < 0) & (channels < num_classes)
+    channel_ids = torch.zeros((batch, num_classes + 1), dtype=torch.int32, device=pair_ids.device)
     if panoptic:
-        class_area = torch.bincount(channel_key.flatten(), minlength=batch * 256)
-        keep_stuff = is_stuff.repeat(batch) & (class_area >= stuff_area)
-        panoptic_of_channel = torch.where(keep_stuff, label_of_channel.int().repeat(batch), panoptic_of_channel)
-    result = panoptic_of_channel[channel_key].flatten()
-    result[thing_pixels] = thing_pixel_ids.int()
-    return result.view(semantic.shape)
+        keep_stuff = is_stuff & (pairs.channel_pixels >= stuff_area)
+        channel_ids = torch.where(keep_stuff, label_of_channel[channels].int(), channel_ids)
+    return pixel_values(pairs, pair_ids.int(), channel_ids)

@@ -7,11 +7,15 @@ seeds of class c. All cells of an instance predict the same box, so upsampling t
 nothing to the vote (at borders it would blend two instances' boxes into a box of neither), while voting
 per (class, cell) pair instead of per pixel cuts the pixel-by-seed comparison s^2 = 16 times (131 k cells
 instead of 2 M pixels at 1024x2048), which is what keeps post-processing well below the forward time on a
-CPU. Pixels of different classes inside one cell
-still vote separately (the pair is (class, cell)), so instance masks follow the full-resolution semantics;
-only borders between two touching instances of one class are quantised to the stride. The comparison is
-dense per pair over the seeds of the pair's image and class, processed in chunks of at most
-``chunk_elements`` pair-seed entries, so memory stays bounded whatever the number of seeds.
+CPU. Pixels of different classes inside one cell still vote separately (the pair is (class, cell)), so instance
+masks follow the full-resolution semantics; only borders between two touching instances of one class are
+quantised to the stride. The comparison is dense per pair over the seeds of the pair's image and class,
+processed in chunks of at most ``chunk_elements`` pair-seed entries, so memory stays bounded whatever the number
+of seeds.
+
+Pixels are never listed one by one: every output pixel carries the key of its (image, class, cell) (one pass
+over the image), the pairs are the keys present, what the pairs decide goes back to the pixels through one
+table lookup (:func:`pixel_values`), and the mask statistics come from the pairs (:func:`pair_statistics`).
 """
 
 from __future__ import annotations
@@ -21,56 +25,143 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from casnet_core.postprocess.grid import block_pixels, cell_blocks, pieces
 
-class ThingPixels(NamedTuple):
-    """The Q thing pixels of a batch and the P (image, class, cell) pairs they vote through."""
 
-    index: Tensor  # (Q,) int64 flat index into (B, H, W), ascending
-    x: Tensor  # (Q,) int64 column
-    y: Tensor  # (Q,) int64 row
-    pair: Tensor  # (Q,) int64 the pixel's pair
-    pair_key: Tensor  # (P,) int64 (image * K + class) * h * w + cell, i.e. flat index into (B, K, h, w); ascending
+class ThingPairs(NamedTuple):
+    """The P (image, thing class, cell) pairs of the thing pixels of a batch, and the key of every output pixel."""
+
+    pixel_key: Tensor  # (B, H, W) int32 (int64 if needed): (image * (C + 1) + channel) * h * w + cell, C: void
+    pair_key: Tensor  # (P,) int64 (image * K + k) * h * w + cell, i.e. flat index into (B, K, h, w); ascending
     pair_pixels: Tensor  # (P,) int64 number of pixels of each pair
+    channel_pixels: Tensor  # (B, C + 1) int64 pixels of each semantic channel per image (C: void)
+    thing_channels: Tensor  # (K,) int64 semantic channel of thing class k
+    grid_size: tuple[int, int]  # (h, w)
 
 
 def pixel_cells(output_size: tuple[int, int], grid_size: tuple[int, int], stride: int,
                 input_scale: tuple[float, float] = (1.0, 1.0), device: torch.device | str = "cpu",
                 ) -> tuple[Tensor, Tensor]:
     """The cell of every output row and column: the cell whose centre is nearest to the pixel centre in the
-    network input, clamped into the grid. (H,) int64 cell rows, (W,) int64 cell columns."""
+    network input, clamped into the grid. (H,) int64 cell rows, (W,) int64 cell columns (non-decreasing)."""
     (height, width), (h, w) = output_size, grid_size
     rows = (((torch.arange(height, device=device, dtype=torch.float64) + 0.5) * input_scale[0]) / stride).floor()
     cols = (((torch.arange(width, device=device, dtype=torch.float64) + 0.5) * input_scale[1]) / stride).floor()
     return rows.long().clamp(0, h - 1), cols.long().clamp(0, w - 1)
 
 
-def thing_pixel_pairs(thing_map: Tensor, grid_size: tuple[int, int], num_things: int, stride: int,
-                      input_scale: tuple[float, float] = (1.0, 1.0)) -> ThingPixels:
-    """Groups the thing pixels by (image, thing class, cell).
+def thing_pairs(semantic: Tensor, thing_channels: Tensor, num_classes: int, grid_size: tuple[int, int], stride: int,
+                input_scale: tuple[float, float] = (1.0, 1.0)) -> ThingPairs:
+    """Groups the pixels by (image, semantic channel, cell); the groups of thing channels are the pairs.
 
     Args:
-        thing_map: (B, H, W) int64 thing class k of each output pixel, -1 for stuff and void.
+        semantic: (B, H, W) int64 semantic channel of each output pixel, 0..C-1 or ``VOID_CHANNEL``.
+        thing_channels: (K,) int64 semantic channel of each thing class.
+        num_classes: C.
         grid_size: (h, w) of the heads' grid.
-        num_things: K.
         stride, input_scale: geometry of the grid (:func:`pixel_cells`).
     """
-    batch, height, width = thing_map.shape
+    batch, height, width = semantic.shape
     h, w = grid_size
-    device = thing_map.device
     cells = h * w
-    cell_row, cell_col = pixel_cells((height, width), grid_size, stride, input_scale, device)
-    pixel_index = (thing_map >= 0).flatten().nonzero().squeeze(1)
-    pixel_thing = thing_map.flatten()[pixel_index]
-    pixel_batch = pixel_index // (height * width)
-    pixel_y = (pixel_index // width) % height
-    pixel_x = pixel_index % width
-    pixel_key = (pixel_batch * num_things + pixel_thing) * cells + cell_row[pixel_y] * w + cell_col[pixel_x]
-    present = torch.zeros(batch * num_things * cells, dtype=torch.bool, device=device)
-    present[pixel_key] = True
-    pair_key = present.nonzero().squeeze(1)
-    # int32: this table spans every (image, class, cell); at stride 1 and 1024x2048 it has 16 M entries.
-    pair_of_key = torch.full((batch * num_things * cells,), -1, dtype=torch.int32, device=device)
-    pair_of_key[pair_key] = torch.arange(pair_key.numel(), device=device, dtype=torch.int32)
-    pixel_pair = pair_of_key[pixel_key].long()
-    pair_pixels = torch.bincount(pixel_pair, minlength=pair_key.numel())
-    return ThingPixels(pixel_index, pixel_x, pixel_y, pixel_pair, pair_key, pair_pixels)
+    keys = batch * (num_classes + 1) * cells
+    # int32 where the keys fit: the per-pixel arithmetic and the lookups run several times faster.
+    dtype = torch.int32 if keys < 2**31 else torch.int64
+    cell_row, cell_col = pixel_cells((height, width), grid_size, stride, input_scale, semantic.device)
+    # One lookup gives channel * cells (void: channel C) in the key's dtype.
+    channel_offset = torch.arange(256, device=semantic.device).clamp(max=num_classes).to(dtype) * cells
+    pixel_key = channel_offset.index_select(0, semantic.flatten()).view(semantic.shape)
+    pixel_key += cell_row.to(dtype)[:, None] * w + cell_col.to(dtype)[None, :]
+    if batch > 1:
+        image = torch.arange(batch, device=semantic.device, dtype=dtype).view(batch, 1, 1)
+        pixel_key += image * ((num_classes + 1) * cells)
+    # One count of every key gives the pairs (the thing channels' keys, in the (B, K, h, w) layout of pair_key)
+    # and the pixels of each channel (the stuff area of maps.panoptic_map).
+    counts = torch.bincount(pixel_key.flatten(), minlength=keys).view(batch * (num_classes + 1), cells)
+    thing_rows = (torch.arange(batch, device=semantic.device)[:, None] * (num_classes + 1) + thing_channels).flatten()
+    thing_counts = counts.index_select(0, thing_rows).flatten()  # whole rows: (B, K, h * w)
+    pair_key = thing_counts.nonzero().squeeze(1)
+    channel_pixels = counts.sum(dim=1).view(batch, num_classes + 1)
+    return ThingPairs(pixel_key, pair_key, thing_counts[pair_key], channel_pixels, thing_channels, (h, w))
+
+
+def pair_pixel_key(pairs: ThingPairs) -> Tensor:
+    """(P,) int64 the pixel key (:class:`ThingPairs`) of each pair."""
+    cells = pairs.grid_size[0] * pairs.grid_size[1]
+    num_things, num_channels = pairs.thing_channels.numel(), pairs.channel_pixels.shape[1]
+    group, cell = pairs.pair_key // cells, pairs.pair_key % cells
+    return ((group // num_things) * num_channels + pairs.thing_channels[group % num_things]) * cells + cell
+
+
+def pixel_values(pairs: ThingPairs, pair_values: Tensor, channel_values: Tensor) -> Tensor:
+    """What every output pixel gets, in one table lookup per pixel: (P,) ``pair_values`` on the pixels of each
+    pair, (B, C + 1) ``channel_values`` (per image and semantic channel, C: void) on all other pixels. (B, H, W),
+    the dtype of ``pair_values``."""
+    cells = pairs.grid_size[0] * pairs.grid_size[1]
+    table = channel_values.to(pair_values.dtype)[:, :, None].expand(-1, -1, cells).contiguous().view(-1)
+    table[pair_pixel_key(pairs)] = pair_values
+    return table.index_select(0, pairs.pixel_key.flatten()).view(pairs.pixel_key.shape)
+
+
+class PairStatistics(NamedTuple):
+    """Pixel statistics of each of the P pairs, all (P,) int64: the pixels, the sums of their columns and rows,
+    and their tight box (x0, y0, x1, y1), x1 and y1 exclusive."""
+
+    area: Tensor
+    sum_x: Tensor
+    sum_y: Tensor
+    x0: Tensor
+    y0: Tensor
+    x1: Tensor
+    y1: Tensor
+
+
+def pair_statistics(pairs: ThingPairs, stride: int, input_scale: tuple[float, float] = (1.0, 1.0)) -> PairStatistics:
+    """The pixel statistics of every pair, exact, without visiting every pixel.
+
+    A pair whose pixels fill its cell's whole block of rows x columns (:mod:`.grid`) has the block's sums and
+    box in closed form; only the partial pairs (cells that two classes share, at class borders) visit the
+    pixels of their block.
+    """
+    batch, height, width = pairs.pixel_key.shape
+    h, w = pairs.grid_size
+    cells = h * w
+    num_things = pairs.thing_channels.numel()
+    device = pairs.pixel_key.device
+    cell_row, cell_col = pixel_cells((height, width), (h, w), stride, input_scale, device)
+    row_pieces, col_pieces = pieces(cell_row, h), pieces(cell_col, w)
+    row_count = torch.bincount(cell_row, minlength=h)
+    col_count = torch.bincount(cell_col, minlength=w)
+    row_start, col_start = torch.cumsum(row_count, 0) - row_count, torch.cumsum(col_count, 0) - col_count
+    cell = pairs.pair_key % cells
+    i, j = cell // w, cell % w
+    rows, cols = row_count[i], col_count[j]
+    y0, x0 = row_start[i], col_start[j]
+    area = pairs.pair_pixels.clone()
+    # A full block: every column x0..x0+cols-1 appears in each of its rows (and the converse).
+    sum_x = rows * (cols * x0 + cols * (cols - 1) // 2)
+    sum_y = cols * (rows * y0 + rows * (rows - 1) // 2)
+    x1, y1 = x0 + cols, y0 + rows
+    partial = (area < rows * cols).nonzero().squeeze(1)
+    if partial.numel():
+        owner, row_piece, col_piece = cell_blocks(i[partial], j[partial], row_pieces, col_pieces)
+        ys, xs, valid = block_pixels(row_piece, col_piece, row_pieces, col_pieces)
+        # Layout (R, R', m): the reductions over a block's rows and columns vectorise over the blocks.
+        ys, xs, valid = ys.t(), xs.t(), valid.permute(1, 2, 0)
+        pair = partial[owner]
+        image = pairs.pair_key[pair] // (num_things * cells)
+        own_key = pair_pixel_key(pairs)[pair].to(pairs.pixel_key.dtype)
+        pixel = (image * height + ys[:, None, :]) * width + xs[None, :, :]
+        key = pairs.pixel_key.flatten().index_select(0, pixel.flatten()).view(pixel.shape)
+        member = valid & (key == own_key)
+        per_col, per_row = member.sum(dim=0), member.sum(dim=1)  # (R', m), (R, m) pixels of the pair
+        big = height + width
+        for target, value in ((sum_x, (xs * per_col).sum(dim=0)), (sum_y, (ys * per_row).sum(dim=0))):
+            target[partial] = 0
+            target.scatter_add_(0, pair, value)
+        x0[partial], y0[partial], x1[partial], y1[partial] = big, big, 0, 0
+        x0 = x0.scatter_reduce(0, pair, torch.where(per_col > 0, xs, big).amin(dim=0), "amin")
+        y0 = y0.scatter_reduce(0, pair, torch.where(per_row > 0, ys, big).amin(dim=0), "amin")
+        x1 = x1.scatter_reduce(0, pair, torch.where(per_col > 0, xs, -1).amax(dim=0) + 1, "amax")
+        y1 = y1.scatter_reduce(0, pair, torch.where(per_row > 0, ys, -1).amax(dim=0) + 1, "amax")
+    return PairStatistics(area, sum_x, sum_y, x0, y0, x1, y1)

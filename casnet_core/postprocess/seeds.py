@@ -37,8 +37,7 @@ def find_seeds(
     batch, num_things, h, w = box_prob.shape
     candidates = box_prob > box_threshold
     if nms_kernel > 1:
-        pooled = F.max_pool2d(box_prob, nms_kernel, stride=1, padding=nms_kernel // 2)
-        candidates &= box_prob >= pooled
+        candidates &= box_prob >= window_max(box_prob, nms_kernel)
     flat = candidates.flatten().nonzero().squeeze(1)  # index into (B, K, h, w)
     scores = box_prob.flatten()[flat]
     best = _best_per_image(scores, flat // (num_things * h * w), pre_nms_top_k)
@@ -48,6 +47,22 @@ def find_seeds(
     boxes = cell_boxes.permute(0, 2, 3, 1).reshape(batch, h * w, 4)[group // num_things, cell]
     keep = nms_per_group(boxes, scores, group, nms_iou)
     return group[keep], cell[keep], boxes[keep], scores[keep]
+
+
+def window_max(values: Tensor, kernel: int) -> Tensor:
+    """(B, K, h, w) -> the maximum over each odd ``kernel`` x ``kernel`` window (outside the map: -inf), i.e.
+    ``F.max_pool2d(values, kernel, stride=1, padding=kernel // 2)``: as running maxima of shifted views, rows
+    then columns, several times faster than max_pool2d on the CPU."""
+    radius = kernel // 2
+    padded = F.pad(values, (radius, radius, radius, radius), value=float("-inf"))
+    h, w = values.shape[-2:]
+    rows = padded[..., :, 0:w]
+    for shift in range(1, kernel):
+        rows = torch.maximum(rows, padded[..., :, shift : shift + w])
+    result = rows[..., 0:h, :]
+    for shift in range(1, kernel):
+        result = torch.maximum(result, rows[..., shift : shift + h, :])
+    return result
 
 
 def fallback_seeds(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from casnet_core.postprocess.boxes import box_iou_pairwise
 from casnet_core.postprocess.defaults import CHUNK_ELEMENTS, DEFAULT_THRESHOLDS
 
 
@@ -37,35 +36,52 @@ def vote(
         (P,) int64 index of the chosen seed, -1 for voters whose group has no alive seed.
     """
     device = pair_boxes.device
+    chosen = torch.full((pair_boxes.shape[0],), -1, dtype=torch.int64, device=device)
     alive_index = seed_alive.nonzero().squeeze(1)
-    counts = torch.bincount(seed_groups[alive_index], minlength=num_groups)
-    width = int(counts.max()) if counts.numel() else 0
-    if pair_boxes.shape[0] == 0 or width == 0:
-        return torch.full((pair_boxes.shape[0],), -1, dtype=torch.int64, device=device)
-    # Padded table (G, width) of the alive seeds of each group, -1 in the padding.
-    starts = torch.cumsum(counts, 0) - counts
-    slots = torch.arange(alive_index.numel(), device=device) - starts[seed_groups[alive_index]]
-    table = torch.full((num_groups, width), -1, dtype=torch.int64, device=device)
-    table[seed_groups[alive_index], slots] = alive_index
+    if pair_boxes.shape[0] == 0 or alive_index.numel() == 0:
+        return chosen
+    # Group by group: the pairs of a group (contiguous once sorted) against exactly the alive seeds of that group,
+    # in their order. One host sync for the group sizes; at most B x K groups.
+    order = None
+    if pair_groups.numel() > 1 and bool((pair_groups[1:] < pair_groups[:-1]).any()):
+        order = torch.argsort(pair_groups, stable=True)
+        pair_boxes, pair_groups = pair_boxes[order], pair_groups[order]
+    pair_counts = torch.bincount(pair_groups, minlength=num_groups)
+    seed_counts = torch.bincount(seed_groups[alive_index], minlength=num_groups)
+    pair_ends = torch.cumsum(pair_counts, 0)
+    seed_ends = torch.cumsum(seed_counts, 0)
+    bounds = torch.stack((pair_ends - pair_counts, pair_ends, seed_ends - seed_counts, seed_ends), dim=1)
+    centres = (pair_boxes[:, :2] + pair_boxes[:, 2:]) / 2
     seed_centres = (seed_boxes[:, :2] + seed_boxes[:, 2:]) / 2
-
-    chosen = torch.empty(pair_boxes.shape[0], dtype=torch.int64, device=device)
-    rows = max(1, chunk_elements // width)
-    for start in range(0, pair_boxes.shape[0], rows):
-        boxes = pair_boxes[start : start + rows]
-        candidates = table[pair_groups[start : start + rows]]  # (c, width)
-        valid = candidates >= 0
-        index = candidates.clamp(min=0)
-        iou = box_iou_pairwise(boxes[:, None, :], seed_boxes[index])
-        iou = torch.where(valid, iou, torch.full_like(iou, -1.0))
-        best = iou.amax(dim=1, keepdim=True)
-        near = valid & (iou >= best - tie_margin)
-        centres = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2
-        distance = (centres - seed_centres[index]).square().sum(-1)
-        distance = torch.where(near, distance, torch.full_like(distance, float("inf")))
-        # argmin returns the first minimum: among equal distances the better-scored seed wins; a group
-        # without alive seeds has only -1 entries, so -1 comes out.
-        chosen[start : start + rows] = candidates.gather(1, distance.argmin(dim=1, keepdim=True)).squeeze(1)
+    seed_area = (seed_boxes[:, 2] - seed_boxes[:, 0]).clamp(min=0) * (seed_boxes[:, 3] - seed_boxes[:, 1]).clamp(min=0)
+    found = torch.full_like(chosen, -1)
+    for pair_start, pair_end, seed_start, seed_end in bounds[(pair_counts > 0) & (seed_counts > 0)].tolist():
+        seeds = alive_index[seed_start:seed_end]
+        # (1, n) rows of the group's seeds; box_iou_pairwise below, term by term (the same floats).
+        sx0, sy0, sx1, sy1 = seed_boxes[seeds].t().contiguous()[:, None, :]
+        area_s, centre_s = seed_area[seeds][None], seed_centres[seeds][None]
+        rows = max(1, chunk_elements // seeds.numel())
+        for start in range(pair_start, pair_end, rows):
+            end = min(start + rows, pair_end)
+            x0, y0, x1, y1 = pair_boxes[start:end, :, None].unbind(1)  # (c, 1) each
+            iw = (torch.minimum(x1, sx1) - torch.maximum(x0, sx0)).clamp_(min=0)
+            ih = (torch.minimum(y1, sy1) - torch.maximum(y0, sy0)).clamp_(min=0)
+            inter = iw.mul_(ih)
+            area = (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0)
+            iou = inter / (area + area_s - inter).clamp_(min=1e-6)
+            near = iou >= iou.amax(dim=1, keepdim=True) - tie_margin
+            # Mostly one seed is near: it wins. Near-ties go to the nearest centre, then the better score
+            # (argmin returns the first minimum).
+            pick = near.byte().argmax(dim=1)
+            ties = (near.sum(dim=1) > 1).nonzero().squeeze(1)
+            if ties.numel():
+                distance = (centres[start:end][ties, None, :] - centre_s).square().sum(-1)
+                distance = torch.where(near[ties], distance, torch.full_like(distance, float("inf")))
+                pick[ties] = distance.argmin(dim=1)
+            found[start:end] = seeds[pick]
+    if order is None:
+        return found
+    chosen[order] = found
     return chosen
 
 

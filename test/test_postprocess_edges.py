@@ -202,10 +202,10 @@ def test_upsampling_equals_the_dense_interpolation_exactly(stride, output_size, 
 
 def test_grid_pieces_cut_the_long_runs_of_a_clamped_border():
     # Stride 4 at scale 1: the first source row of output rows 0..5 is cell 0 (rows 0 and 1 clamp onto it), then
-    # four rows per cell, and the last two rows read the last cell. The usual run is 4 rows: cell 0 becomes two
-    # pieces (rows 0-3 and 4-5).
+    # four rows per cell, and the last two rows read the last cell. The usual run (stride / scale) is 4 rows: cell 0
+    # becomes two pieces (rows 0-3 and 4-5).
     first_row = torch.tensor([0] * 6 + [1] * 4 + [2] * 2)
-    pieces_of_rows = pieces(first_row, 3)
+    pieces_of_rows = pieces(first_row, 3, size=4)
     assert pieces_of_rows.size == 4
     assert pieces_of_rows.start.tolist() == [0, 4, 6, 10] and pieces_of_rows.length.tolist() == [4, 2, 4, 2]
     assert pieces_of_rows.first_of_cell.tolist() == [0, 2, 3] and pieces_of_rows.count_of_cell.tolist() == [2, 1, 1]

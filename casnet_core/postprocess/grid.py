@@ -5,10 +5,16 @@ visit those blocks instead of the whole image."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+
+def pixels_per_cell(stride: int, input_scale: float) -> int:
+    """Output pixels per grid cell along an axis, rounded up (at least 1): the usual length of a run."""
+    return max(1, math.ceil(stride / input_scale - 1e-6))
 
 
 class Pieces(NamedTuple):
@@ -21,15 +27,15 @@ class Pieces(NamedTuple):
     size: int
 
 
-def pieces(cell_of_index: Tensor, num_cells: int) -> Pieces:
+def pieces(cell_of_index: Tensor, num_cells: int, size: int) -> Pieces:
     """The pieces of one axis, from the non-decreasing (size_out,) int64 cell of every output index (in 0..n-1).
 
-    A cell holding more indices than the usual number (the median over the cells read; e.g. the clamped border
-    of a bilinear interpolation) is cut into several pieces, so that blocks carry little padding."""
+    A cell holding more than ``size`` indices (the usual number, from the geometry: output pixels per cell,
+    rounded up; more at the clamped border of a bilinear interpolation) is cut into several pieces, so that
+    blocks carry little padding."""
     device = cell_of_index.device
     count = torch.bincount(cell_of_index, minlength=num_cells)
     start = torch.cumsum(count, 0) - count
-    size = max(1, int(count[count > 0].float().median().ceil())) if cell_of_index.numel() else 1
     per_cell = -(-count // size)
     cell = torch.repeat_interleave(torch.arange(num_cells, device=device), per_cell)
     first_of_cell = torch.cumsum(per_cell, 0) - per_cell

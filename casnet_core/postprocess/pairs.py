@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from casnet_core.postprocess.grid import block_pixels, cell_blocks, pieces
+from casnet_core.postprocess.grid import block_pixels, cell_blocks, pieces, pixels_per_cell
 
 
 class ThingPairs(NamedTuple):
@@ -129,7 +129,8 @@ def pair_statistics(pairs: ThingPairs, stride: int, input_scale: tuple[float, fl
     num_things = pairs.thing_channels.numel()
     device = pairs.pixel_key.device
     cell_row, cell_col = pixel_cells((height, width), (h, w), stride, input_scale, device)
-    row_pieces, col_pieces = pieces(cell_row, h), pieces(cell_col, w)
+    row_pieces = pieces(cell_row, h, pixels_per_cell(stride, input_scale[0]))
+    col_pieces = pieces(cell_col, w, pixels_per_cell(stride, input_scale[1]))
     row_count = torch.bincount(cell_row, minlength=h)
     col_count = torch.bincount(cell_col, minlength=w)
     row_start, col_start = torch.cumsum(row_count, 0) - row_count, torch.cumsum(col_count, 0) - col_count

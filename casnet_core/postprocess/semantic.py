@@ -9,7 +9,10 @@ import torch
 from torch import Tensor
 
 from casnet_core.postprocess.defaults import LOGIT_BOUND, VOID_CHANNEL
-from casnet_core.postprocess.grid import block_pixels, cell_blocks, pieces
+from casnet_core.postprocess.grid import block_pixels, cell_blocks, pieces, pixels_per_cell
+
+#: Candidate classes of a mixed block in the common case (_interpolate_mixed_blocks); blocks with more go apart.
+FEW_CANDIDATES = 4
 
 
 def _bilinear_sources(size_out: int, size_in: int, cells_per_pixel: float, device: torch.device):
@@ -66,8 +69,9 @@ def upsample_semantic(semantic_logits: Tensor, stride: int, output_size: tuple[i
     source = _flat_cell_index(row0, col0, batch, h, w)
     semantic = block_class.flatten().index_select(0, source).view(batch, height, width)
 
+    block_size = (pixels_per_cell(stride, input_scale[0]), pixels_per_cell(stride, input_scale[1]))
     _interpolate_mixed_blocks(semantic, logits, cell_class, (row0, row_weight), (col0, col_weight), block_class < 0,
-                              chunk_pixels=chunk_pixels)
+                              block_size=block_size, chunk_pixels=chunk_pixels)
     return semantic
 
 
@@ -94,11 +98,12 @@ def _flat_cell_index(rows: Tensor, cols: Tensor, batch: int, h: int, w: int) -> 
     return index
 
 def _interpolate_mixed_blocks(semantic: Tensor, logits: Tensor, cell_class: Tensor, rows: tuple[Tensor, Tensor],
-                              cols: tuple[Tensor, Tensor], mixed_cells: Tensor, *, chunk_pixels: int) -> None:
+                              cols: tuple[Tensor, Tensor], mixed_cells: Tensor, *, block_size: tuple[int, int],
+                              chunk_pixels: int) -> None:
     """Writes into ``semantic`` (B, H, W) the argmax of the bilinear interpolation of ``logits`` (B, C, h, w) at
     the pixels whose top-left source cell is in ``mixed_cells`` (B, h, w) bool; ``cell_class`` (B, h, w) is the
     argmax of each cell, ``rows`` = (first source row, weight of the next) of every output row, ``cols`` the same
-    for the columns.
+    for the columns, ``block_size`` the usual output rows and columns per cell (:func:`.grid.pieces`).
 
     The pixels of one top-left cell form blocks (:mod:`.grid`) that share their four source cells, gathered once
     per block. Only the classes that can win somewhere in a block are interpolated: an interpolated logit is at
@@ -119,7 +124,7 @@ def _interpolate_mixed_blocks(semantic: Tensor, logits: Tensor, cell_class: Tens
     flat_logits = logits.transpose(0, 1).reshape(num_classes, batch * h * w)
     flat_class = cell_class.flatten()
     (row0, row_weight), (col0, col_weight) = rows, cols
-    row_pieces, col_pieces = pieces(row0, h), pieces(col0, w)
+    row_pieces, col_pieces = pieces(row0, h, block_size[0]), pieces(col0, w, block_size[1])
     cell_image, i, j = cells // (h * w), cells // w % h, cells % w
     owner, row_piece, col_piece = cell_blocks(i, j, row_pieces, col_pieces)
     cell_image, i, j = cell_image[owner], i[owner], j[owner]
@@ -141,23 +146,24 @@ def _interpolate_mixed_blocks(semantic: Tensor, logits: Tensor, cell_class: Tens
         floor = _interpolate(sources.gather(0, own.expand(4, 4, n)), wy, wx).amax(dim=0).amin(dim=(0, 1))
         can_win = (sources.amax(dim=1) >= floor).t()  # (n, C)
         label = torch.empty((n,) + ys.shape[1:] + xs.shape[1:], dtype=torch.int64, device=device)
-        # Mostly two or three classes can win; the few blocks with more go apart, so that padding stays small.
-        few = can_win.sum(dim=1) <= 4
-        for blocks in (few.nonzero().squeeze(1), (~few).nonzero().squeeze(1)):
+        # Mostly two or three classes can win: padded to FEW_CANDIDATES; the few blocks with more go apart.
+        few = can_win.sum(dim=1) <= FEW_CANDIDATES
+        for blocks, most in ((few.nonzero().squeeze(1), FEW_CANDIDATES), ((~few).nonzero().squeeze(1), num_classes)):
             if blocks.numel():
                 label[blocks] = _best_candidate(sources[:, :, blocks], can_win[blocks], wy[..., blocks],
-                                                wx[..., blocks])
+                                                wx[..., blocks], min(most, num_classes))
         pixel = (cell_image[part][:, None, None] * height + ys[:, :, None]) * width + xs[:, None, :]
         semantic.view(-1)[pixel.flatten()] = label.flatten()
 
 
-def _best_candidate(sources: Tensor, can_win: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
-    """(C, 4, n) source logits of n blocks, (n, C) bool the classes that can win there, weights as in
-    :func:`_interpolate` -> (n, R, R') int64 argmax of the interpolated logits (the first among equal maxima)."""
+def _best_candidate(sources: Tensor, can_win: Tensor, wy: Tensor, wx: Tensor, width: int) -> Tensor:
+    """(C, 4, n) source logits of n blocks, (n, C) bool the classes that can win there (at most ``width`` per
+    block), weights as in :func:`_interpolate` -> (n, R, R') int64 argmax of the interpolated logits (the first
+    among equal maxima)."""
     num_classes = sources.shape[0]
     # Candidate classes in ascending order (so that the first maximum wins, as in torch.argmax), padded.
     order = torch.where(can_win, 0, num_classes) + torch.arange(num_classes, device=sources.device)
-    candidates = order.sort(dim=1).values[:, : int(can_win.sum(dim=1).max())].t()  # (T, n)
+    candidates = order.sort(dim=1).values[:, :width].t()  # (T, n)
     padding = candidates >= num_classes
     candidates = candidates % num_classes
     value = _interpolate(sources.gather(0, candidates[:, None, :].expand(-1, 4, -1)), wy, wx)

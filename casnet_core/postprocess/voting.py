@@ -41,21 +41,27 @@ def vote(
     if pair_boxes.shape[0] == 0 or alive_index.numel() == 0:
         return chosen
     # Group by group: the pairs of a group (contiguous once sorted) against exactly the alive seeds of that group,
-    # in their order. One host sync for the group sizes; at most B x K groups.
-    order = None
-    if pair_groups.numel() > 1 and bool((pair_groups[1:] < pair_groups[:-1]).any()):
-        order = torch.argsort(pair_groups, stable=True)
-        pair_boxes, pair_groups = pair_boxes[order], pair_groups[order]
+    # in their order; at most B x K groups. One host read brings the groups' bounds and whether the pairs need
+    # sorting (the bounds do not depend on their order).
     pair_counts = torch.bincount(pair_groups, minlength=num_groups)
     seed_counts = torch.bincount(seed_groups[alive_index], minlength=num_groups)
     pair_ends = torch.cumsum(pair_counts, 0)
     seed_ends = torch.cumsum(seed_counts, 0)
     bounds = torch.stack((pair_ends - pair_counts, pair_ends, seed_ends - seed_counts, seed_ends), dim=1)
+    unsorted = (pair_groups[1:] < pair_groups[:-1]).any().view(1).long()
+    *flat_bounds, needs_sorting = torch.cat((bounds.flatten(), unsorted)).tolist()
+    order = None
+    if needs_sorting:
+        order = torch.argsort(pair_groups, stable=True)
+        pair_boxes = pair_boxes[order]
     centres = (pair_boxes[:, :2] + pair_boxes[:, 2:]) / 2
     seed_centres = (seed_boxes[:, :2] + seed_boxes[:, 2:]) / 2
     seed_area = (seed_boxes[:, 2] - seed_boxes[:, 0]).clamp(min=0) * (seed_boxes[:, 3] - seed_boxes[:, 1]).clamp(min=0)
     found = torch.full_like(chosen, -1)
-    for pair_start, pair_end, seed_start, seed_end in bounds[(pair_counts > 0) & (seed_counts > 0)].tolist():
+    for group in range(num_groups):
+        pair_start, pair_end, seed_start, seed_end = flat_bounds[4 * group : 4 * group + 4]
+        if pair_end == pair_start or seed_end == seed_start:
+            continue
         seeds = alive_index[seed_start:seed_end]
         # (1, n) rows of the group's seeds; box_iou_pairwise below, term by term (the same floats).
         sx0, sy0, sx1, sy1 = seed_boxes[seeds].t().contiguous()[:, None, :]

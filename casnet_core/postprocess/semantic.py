@@ -106,11 +106,12 @@ def _interpolate_mixed_blocks(semantic: Tensor, logits: Tensor, cell_class: Tens
     for the columns, ``block_size`` the usual output rows and columns per cell (:func:`.grid.pieces`).
 
     The pixels of one top-left cell form blocks (:mod:`.grid`) that share their four source cells, gathered once
-    per block. Only the classes that can win somewhere in a block are interpolated: an interpolated logit is at
-    most the largest of its four sources, and the winner of a pixel is at least the interpolated logit of any
-    class there, e.g. of the four sources' own classes. So a class whose largest source is below the smallest,
-    over the block's pixels, of the best of those four classes loses everywhere in the block. Each value is
-    computed term by term as in the full interpolation, so it is the same float and the result the same argmax.
+    per block. Only the classes that can win somewhere in a block are interpolated: an interpolated logit lies
+    between the smallest and the largest of its four sources, and the winner of a pixel is at least the
+    interpolated logit of any class there. So a class whose largest source is below the best smallest source of
+    any class, or below the smallest (over the block's pixels) interpolated logit of the best of the four
+    sources' own classes, loses everywhere in the block. Each value is computed term by term as in the full
+    interpolation, so it is the same float and the result the same argmax.
     """
     batch, num_classes, h, w = logits.shape
     height, width = semantic.shape[1:]
@@ -142,16 +143,27 @@ def _interpolate_mixed_blocks(semantic: Tensor, logits: Tensor, cell_class: Tens
         ys, xs, _ = block_pixels(row_piece[part], col_piece[part], row_pieces, col_pieces)
         wy = row_weight[ys].t()[None, :, None, :]  # (1, R, 1, n)
         wx = col_weight[xs].t()[None, None, :, :]  # (1, 1, R', n)
-        own = flat_class.index_select(0, source_cells.flatten()).view(4, 1, n)  # the four sources' classes
-        floor = _interpolate(sources.gather(0, own.expand(4, 4, n)), wy, wx).amax(dim=0).amin(dim=(0, 1))
-        can_win = (sources.amax(dim=1) >= floor).t()  # (n, C)
+        # Classes that can win: first against the best smallest source of any class (cheap, and enough for a
+        # trained network's logits), then, where that leaves many, against the smallest interpolated logit of the
+        # best of the four sources' own classes (noisy logits).
+        highest = sources.amax(dim=1)  # (C, n)
+        can_win = (highest >= sources.amin(dim=1).amax(dim=0)).t()  # (n, C)
+        crowded = (can_win.sum(dim=1) > FEW_CANDIDATES).nonzero().squeeze(1)
+        if crowded.numel():
+            own = flat_class.index_select(0, source_cells[:, crowded].flatten()).view(4, 1, -1)  # sources' classes
+            crowded_sources = sources.index_select(2, crowded)
+            floor = _interpolate(crowded_sources.gather(0, own.expand(4, 4, -1)), wy.index_select(3, crowded),
+                                 wx.index_select(3, crowded)).amax(dim=0).amin(dim=(0, 1))
+            can_win[crowded] = (highest.index_select(1, crowded) >= floor).t()
         label = torch.empty((n,) + ys.shape[1:] + xs.shape[1:], dtype=torch.int64, device=device)
         # Mostly two or three classes can win: padded to FEW_CANDIDATES; the few blocks with more go apart.
         few = can_win.sum(dim=1) <= FEW_CANDIDATES
         for blocks, most in ((few.nonzero().squeeze(1), FEW_CANDIDATES), ((~few).nonzero().squeeze(1), num_classes)):
             if blocks.numel():
-                label[blocks] = _best_candidate(sources[:, :, blocks], can_win[blocks], wy[..., blocks],
-                                                wx[..., blocks], min(most, num_classes))
+                # index_select along the blocks' dimension: advanced indexing of an inner dimension is slow.
+                label[blocks] = _best_candidate(sources.index_select(2, blocks), can_win.index_select(0, blocks),
+                                                wy.index_select(3, blocks), wx.index_select(3, blocks),
+                                                min(most, num_classes))
         pixel = (cell_image[part][:, None, None] * height + ys[:, :, None]) * width + xs[:, None, :]
         semantic.view(-1)[pixel.flatten()] = label.flatten()
 

@@ -97,6 +97,7 @@ def _flat_cell_index(rows: Tensor, cols: Tensor, batch: int, h: int, w: int) -> 
         index = (torch.arange(batch, device=rows.device, dtype=dtype)[:, None] * (h * w) + index[None, :]).flatten()
     return index
 
+
 def _interpolate_mixed_blocks(semantic: Tensor, logits: Tensor, cell_class: Tensor, rows: tuple[Tensor, Tensor],
                               cols: tuple[Tensor, Tensor], mixed_cells: Tensor, *, block_size: tuple[int, int],
                               chunk_pixels: int) -> None:

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import casnet_core  # noqa: F401  (first: its OpenMP wait policy applies before torch loads OpenMP)
 import numpy as np
 import torch
 

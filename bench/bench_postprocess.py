@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 
+import casnet_core  # noqa: F401  (first: its OpenMP wait policy applies before torch loads OpenMP)
 import numpy as np
 import torch
 

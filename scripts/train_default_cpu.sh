@@ -7,7 +7,9 @@
 #
 #   scripts/train_default_cpu.sh [OUT] [--resume]
 #   env: STEPS (4000), TRAIN_IMAGES (1200), OMP_NUM_THREADS (all cores; 1 leaves a core free), OVERRIDES
-#        (more KEY=VALUE config overrides), CASNET / PYTHON (the project's .venv when there is one)
+#        (more KEY=VALUE config overrides), INIT (a checkpoint to continue: its weights, a fresh optimizer and
+#        schedule; e.g. the shipped model with OVERRIDES="solver.lr=0.0005 solver.warmup_steps=150"),
+#        CASNET / PYTHON (the project's .venv when there is one)
 #
 # --resume continues OUT/run from its last.pt (written every 100 steps) with the same STEPS, e.g. when the session
 # that ran it ended; the data is generated only once. OUT/command.txt records every invocation with its settings.
@@ -26,6 +28,7 @@ export CONFIG=config/cpu_default.yaml DEVICE=cpu TRAIN_IMAGES=${TRAIN_IMAGES:-12
 STEPS=${STEPS:-4000}
 mkdir -p "$OUT"
 echo "$(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown): STEPS=$STEPS" \
-  "TRAIN_IMAGES=$TRAIN_IMAGES OMP_NUM_THREADS=$OMP_NUM_THREADS OVERRIDES='${OVERRIDES:-}' RESUME=$RESUME" \
+  "TRAIN_IMAGES=$TRAIN_IMAGES OMP_NUM_THREADS=$OMP_NUM_THREADS OVERRIDES='${OVERRIDES:-}' INIT='${INIT:-}'" \
+  "RESUME=$RESUME" \
   "scripts/train_default_cpu.sh $*" >> "$OUT/command.txt"
 exec bash scripts/train_default_model.sh "$OUT" "$STEPS"

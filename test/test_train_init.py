@@ -117,6 +117,39 @@ def test_gpu_script_continues_the_shipped_model_on_the_cpu_with_a_few_steps(tmp_
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
 
 
+def test_cpu_script_continuing_a_checkpoint_resumes_after_an_interruption(tmp_path):
+    """scripts/train_default_cpu.sh with INIT (how the shipped model was continued), then the same command with
+    --resume, as after a session that ended: the second run resumes the first's run from its last.pt instead of
+    refusing --init with --resume (casnet train does), and command.txt records INIT."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from casnet_core import default_model_path
+    from casnet_core.checkpoint import load_model
+
+    repository = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "CASNET": f"{sys.executable} -m casnet_core.cli",
+           "TRAIN_IMAGES": "2", "HEIGHT": "128", "WIDTH": "256", "EVAL": "0", "OMP_NUM_THREADS": "1",
+           "INIT": str(default_model_path()),
+           "OVERRIDES": "data.short_side=[128,128] data.crop_size=[128,256] data.workers=0 solver.batch_size=2 "
+                        "solver.log_every=1 solver.checkpoint_every=1"}
+    script = [str(repository / "scripts" / "train_default_cpu.sh"), str(out)]
+    env["STEPS"] = "2"
+    first = subprocess.run(["bash", *script], env=env, cwd=repository, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "initialised from the weights of" in first.stdout
+    second = subprocess.run(["bash", *script, "--resume"], env=env, cwd=repository, capture_output=True, text=True,
+                            timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "initialised from the weights of" not in second.stdout  # resumed, not restarted
+    assert load_model(out / "casnet_default.pt")[1]["step"] == 2
+    logged = (out / "command.txt").read_text().splitlines()
+    assert len(logged) == 2 and f"INIT='{default_model_path()}'" in logged[0] and "RESUME=1" in logged[1]
+
+
 def test_targets_built_on_the_device_train_as_the_workers_targets(synth_root, tmp_path):
     """One step with the targets built by the workers (numpy) and one with them built by the trainer on the
     training device (torch): same images, same augmentation, same losses and weights."""

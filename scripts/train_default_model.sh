@@ -61,7 +61,10 @@ epochs = max(1, round($STEPS / steps_per_epoch))
 print(epochs, max(1, round(0.8 * epochs)), max(1, round(0.95 * epochs)))")
 echo "training $STEPS steps: $EPOCHS epochs, lr steps at epochs $STEP1 and $STEP2"
 START=--overwrite
-[ "${RESUME:-0}" = 1 ] && [ -f "$OUT/run/last.pt" ] && START=--resume
+if [ "${RESUME:-0}" = 1 ] && [ -f "$OUT/run/last.pt" ]; then
+  START=--resume
+  INIT_ARGS=()  # the run's last.pt holds the weights that INIT started it from, and more
+fi
 $CASNET train --config "$CONFIG" --data "$OUT/data" --out "$OUT/run" --device "$DEVICE" --max-iters "$STEPS" "$START" \
   ${INIT_ARGS[@]+"${INIT_ARGS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"} solver.epochs="$EPOCHS" "solver.lr_steps=[$STEP1,$STEP2]"
 $PYTHON - "$OUT/run/model_final.pt" "$OUT/casnet_default.pt" <<'EOF'

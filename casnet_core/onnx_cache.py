@@ -6,8 +6,9 @@ The export (``casnet_core.export.export_onnx``) takes seconds, so it is made onc
 
 * in the user's cache folder, ``$XDG_CACHE_HOME/casnet/onnx`` (``~/.cache/casnet/onnx`` when unset), or
   ``$CASNET_CACHE_DIR/onnx``; never beside the checkpoint or in any other folder of the user's;
-* under a name made of the SHA-256 of the checkpoint file's bytes, the export format, the opset and the
-  PyTorch version: a changed checkpoint or exporter gives another file, never a stale one;
+* under a name made of the SHA-256 of the checkpoint file's bytes, the export format and recipe
+  (``casnet_core.export.EXPORT_RECIPE``), the opset and the PyTorch version: a changed checkpoint or exporter
+  gives another file, never a stale one;
 * written atomically (``casnet_core.formats.atomic_write``), so two processes exporting at
   once, or one killed mid-write, never leave a torn file; a file that onnxruntime cannot load is exported again;
 * checked against PyTorch once, when it is made (``casnet_core.export.compare_with_torch``): an export that
@@ -31,7 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from casnet_core.export import CHECK_SIZES, DEFAULT_OPSET, FORMAT, OnnxNetwork, agrees, compare_with_torch, export_onnx
+from casnet_core.export import (CHECK_SIZES, DEFAULT_OPSET, EXPORT_RECIPE, FORMAT, OnnxNetwork, agrees,
+                                compare_with_torch, export_onnx)
 from casnet_core.formats import atomic_write
 from casnet_core.quantize import (CALIBRATION_COUNT, CALIBRATION_SIZE, calibration_images, calibration_key,
                                   network_batch, quantize_int8, semantic_agreement)
@@ -70,7 +72,7 @@ def cache_path(checkpoint: str | os.PathLike, *, opset: int = DEFAULT_OPSET, roo
     """Where the export of ``checkpoint`` is (or will be) cached."""
     torch_version = ".".join(torch.__version__.split("+")[0].split(".")[:2])
     format_tag = FORMAT.replace("/", "")
-    name = f"{file_sha256(checkpoint)}-{format_tag}-opset{opset}-torch{torch_version}.onnx"
+    name = f"{file_sha256(checkpoint)}-{format_tag}-r{EXPORT_RECIPE}-opset{opset}-torch{torch_version}.onnx"
     return (root or cache_dir()) / name
 
 

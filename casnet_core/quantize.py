@@ -134,8 +134,9 @@ def float_nodes(model_proto, heads: Sequence[str] = FLOAT_HEADS) -> list[str]:
 
 def shape_nodes(model_proto) -> list[str]:
     """Names of the nodes that compute from tensor shapes only, not from pixel values: the graph's own arithmetic
-    on sizes, e.g. the "same" padding of the tf_ EfficientNets (pad = f(input size), computed in float with Div
-    and Ceil). Quantized, their results round to other sizes: outputs of the wrong size or shifted features."""
+    on sizes, e.g. the target sizes of the fusion's Resize nodes (Shape, Gather, Concat), or the "same" padding of
+    the tf_ EfficientNets in exports that compute it (Div, Ceil; ``casnet_core.export`` writes it as constants).
+    Quantized, their results round to other sizes: outputs of the wrong size or shifted features."""
     constants = {tensor.name for tensor in model_proto.graph.initializer}
     from_shapes: set[str] = set()
     names = []

@@ -87,6 +87,27 @@ def test_onnxruntime_agrees_with_torch_on_other_sizes_than_the_trace(exported, m
     assert not agrees(compare_with_torch(other, network, [(64, 128)]))
 
 
+def test_tf_same_padding_is_exported_inside_the_convolutions():
+    # tf_ EfficientNets pad "same" by a function of the input size (timm's Conv2dSame): exported as is, a Pad
+    # node with pads computed from Shape stands before each stride-2 convolution (onnxruntime pads in float
+    # there, between int8 convolutions too). The export writes that padding as the Conv's own constant pads,
+    # which are the same padding for every input of the contract: other sizes than the trace's still agree.
+    torch.manual_seed(0)
+    model = build_casnet("tf_efficientnet_lite0", mode="panoptic", fusion_channels=16, head_channels=8).eval()
+    same_convs = [module for module in model.modules() if type(module).__name__ == "Conv2dSame"]
+    assert len(same_convs) == 5  # the model is left as it was
+    proto = onnx.load_from_string(export_onnx(model))
+    ops = {node.op_type for node in proto.graph.node}
+    assert "Pad" not in ops and "Ceil" not in ops, ops
+    stem = next(node for node in proto.graph.node if node.name.endswith("conv_stem/Conv"))
+    pads = next(onnx.helper.get_attribute_value(a) for a in stem.attribute if a.name == "pads")
+    assert pads == [0, 0, 1, 1]  # 3x3 stride 2 on an even size: TensorFlow puts the one pixel after
+    network = OnnxNetwork(proto.SerializeToString(), device="cpu")
+    report = compare_with_torch(model, network, [(96, 160), (160, 96), (128, 320)], seed=3)
+    assert agrees(report), report
+    assert all(type(module).__name__ == "Conv2dSame" for module in same_convs) and model.training is False
+
+
 def test_onnxruntime_backend_gives_the_same_panoptic_maps(exported, model):
     torch_predictor = Predictor(model, device="cpu", **THRESHOLDS)
     onnx_predictor = Predictor.from_checkpoint(str(exported[0]), device="cpu", **THRESHOLDS)

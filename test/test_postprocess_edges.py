@@ -592,7 +592,7 @@ def test_stages_follow_the_dtype_of_their_inputs_not_torchs_default():
     expected_pipeline, expected = run_pipeline(inputs), run_stages(inputs)
     # Two cars without seed in one image, cut to one pixel box by pre_nms_top_k: the fallback's group_best
     # (found by this test: it was made without a dtype, and scatter_reduce failed on float64 vs float32).
-    cut = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, 0.3), (4, 0, 0, 0.2)])
+    cut = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, 0.2), (4, 0, 0, 0.1)])
     expected_cut = car_ids(run(*cut, pre_nms_top_k=1))
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
@@ -661,10 +661,10 @@ def test_default_stride_is_4():
 
 
 def test_seed_thresholds_reach_find_seeds():
-    # Two cars with seeds 0.9 (A) and 0.4 (B): at box_threshold 0.3 both are seeds; at the default 0.5 only
+    # Two cars with seeds 0.9 (A) and 0.2 (B): at box_threshold 0.1 both are seeds; at the default 0.3 only
     # A, and B's pixels join A (cars have a seed, so no fallback).
-    heads = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, 0.9), (4, 0, 0, 0.4)])
-    assert car_ids(run(*heads, box_threshold=0.3)) == [[26000, 26000, 7, 7, 26001, 26001]]
+    heads = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, 0.9), (4, 0, 0, 0.2)])
+    assert car_ids(run(*heads, box_threshold=0.1)) == [[26000, 26000, 7, 7, 26001, 26001]]
     assert car_ids(run(*heads)) == [[26000, 26000, 7, 7, 26000, 26000]]
     # Seeds 0.9 and 0.8: pre_nms_top_k 1 keeps only A's.
     heads = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, 0.9), (4, 0, 0, 0.8)])
@@ -680,9 +680,9 @@ def test_nms_kernel_reaches_find_seeds():
     assert car_ids(run(*heads, nms_kernel=1)) == [[26000, 26000, 26001, 26001]]
 
 
-@pytest.mark.parametrize("probabilities", [(0.9, 0.8), (0.3, 0.2)], ids=["seeds", "fallback"])
+@pytest.mark.parametrize("probabilities", [(0.9, 0.8), (0.25, 0.2)], ids=["seeds", "fallback"])
 def test_nms_iou_reaches_find_seeds_and_the_fallback(probabilities):
-    # A predicts [0, 0, 4, 2], B [2, 0, 6, 2]: IoU 4 / 12 = 1/3. NMS at the default 0.6 keeps both seed
+    # A predicts [0, 0, 4, 2], B [2, 0, 6, 2]: IoU 4 / 12 = 1/3. NMS at the default 0.4 keeps both seed
     # boxes, at 0.3 it removes B's and B's pixels join A; the same for the fallback's pixel boxes (no
     # probability above the threshold).
     heads = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, probabilities[0]), (4, 0, 0, probabilities[1])],
@@ -692,12 +692,12 @@ def test_nms_iou_reaches_find_seeds_and_the_fallback(probabilities):
 
 
 def test_the_fallback_cut_is_per_image():
-    # Two images of two cars without seed (fallback): box probabilities 0.3 / 0.2 in image 0 and
-    # 0.35 / 0.25 in image 1. pre_nms_top_k 2 keeps the 2 best pixel boxes of each image, so both images
+    # Two images of two cars without seed (fallback): box probabilities 0.2 / 0.1 in image 0 and
+    # 0.25 / 0.15 in image 1. pre_nms_top_k 2 keeps the 2 best pixel boxes of each image, so both images
     # keep both cars (a cut over the batch would keep image 1's two and only A of image 0). pre_nms_top_k 1
     # leaves one car per image.
-    first = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, 0.3), (4, 0, 0, 0.2)])
-    second = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, 0.35), (4, 0, 0, 0.25)])
+    first = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, 0.2), (4, 0, 0, 0.1)])
+    second = make_heads(TWO_CARS, {"A": CAR, "B": CAR}, seeds=[(0, 0, 0, 0.25), (4, 0, 0, 0.15)])
     heads = [torch.cat(pair) for pair in zip(first, second)]
     assert car_ids(run(*heads, pre_nms_top_k=2)) == [[26000, 26000, 7, 7, 26001, 26001]] * 2
     assert car_ids(run(*heads, pre_nms_top_k=1)) == [[26000, 26000, 7, 7, 26000, 26000]] * 2

@@ -101,9 +101,12 @@ class _StaticSameConv2d(nn.Module):
     multiple of the stride s, the extra pixel at the bottom and right) with that padding as constants."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
+        from timm.layers.padding import get_same_padding
+
         super().__init__()
         self.conv = conv
-        (pad_h, pad_w) = (max((k - 1) * d + 1 - s, 0)
+        # timm's own formula at an input size of one stride (any multiple of the stride gives the same).
+        (pad_h, pad_w) = (get_same_padding(s, k, s, d)
                           for k, d, s in zip(conv.kernel_size, conv.dilation, conv.stride))
         self.pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
 
@@ -138,21 +141,20 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, opse
     # A small trace input: every shape in the graph follows the input, so its size does not matter.
     divisor = model.size_divisor
     example = torch.zeros(1, 3, 2 * divisor, 4 * divisor, device=model.pixel_mean.device)
-    exported = static_same_padding(model)
-    if exported is not model:
-        check = torch.rand(example.shape, generator=torch.Generator().manual_seed(0)).to(example.device) * 255
-        with torch.no_grad():
-            same = all(torch.equal(a, b) for a, b in zip(model.eval()(check).values(),
-                                                             exported.eval()(check).values()))
-        model.train(was_training)
-        if not same:
-            raise RuntimeError("the constant 'same' padding differs from the model's at a multiple of its "
-                               "size divisor: a stride does not divide the size divisor")
-    wrapper = _HeadsAsTuple(exported)
-    dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
-    dynamic.update({name: {0: "batch", 2: "height_s", 3: "width_s"} for name in wrapper.names})
     buffer = io.BytesIO()
     try:
+        exported = static_same_padding(model)
+        if exported is not model:
+            check = torch.rand(example.shape, generator=torch.Generator().manual_seed(0)).to(example.device) * 255
+            with torch.no_grad():
+                same = all(torch.equal(a, b) for a, b in zip(model.eval()(check).values(),
+                                                                 exported.eval()(check).values()))
+            if not same:
+                raise RuntimeError("the constant 'same' padding differs from the model's at a multiple of its "
+                                   "size divisor: a stride does not divide the size divisor")
+        wrapper = _HeadsAsTuple(exported)
+        dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        dynamic.update({name: {0: "batch", 2: "height_s", 3: "width_s"} for name in wrapper.names})
         with warnings.catch_warnings():
             # The legacy exporter warns that it is deprecated, and the trace warns that the model's
             # size-divisor check becomes a constant: the check is part of the file's contract instead.

@@ -12,7 +12,11 @@ object keeps ``label_id * 1000 + k`` from frame to frame while it is tracked. Th
    centres, within ``distance_gate`` box sizes: small objects (a distant pedestrian) move by more than their size.
 
 The IoU is that of boxes widened by ``box_buffer`` of their size on each side (C-BIoU, Yang et al. 2023), again
-for small or fast objects whose boxes of consecutive frames barely overlap.
+for small or fast objects whose boxes of consecutive frames barely overlap. With ``mask_iou`` (and the panoptic map,
+as ``track`` has it), the IoU of a pair is the larger of that box IoU and the IoU of the instance's mask with the
+track's mask of the previous frame: masks tell apart neighbours whose boxes overlap (parked cars, a group of
+pedestrians) and ignore the few stray pixels that stretch a box. The masks are compared on a regular grid of about
+``MASK_SAMPLES`` pixels, so the cost does not grow with the image.
 
 The box a track is compared with is its last box moved on by its velocity (the mean per-frame change of its box,
 smoothed), so objects that move or grow (the camera drives towards them) stay matched. Unlike ByteTrack, an
@@ -44,11 +48,14 @@ from casnet_core.predictor import Instance, Prediction
 DEFAULT_TRACKING = {
     "iou_threshold": 0.3,  # first stage: least box IoU of a confident instance with its track
     "low_iou_threshold": 0.5,  # second stage: least box IoU of a weak instance with a track (ByteTrack: 0.5)
-    "high_score": 0.6,  # instances scoring at least this are matched first
+    "high_score": 0.4,  # instances scoring at least this are matched first
     "max_age": 5,  # frames a track is kept without being seen
     "box_buffer": 0.3,  # boxes widened by this fraction of their size on each side before the IoU (C-BIoU)
     "distance_gate": 1.0,  # third stage: centres at most this many box sizes apart (0: no third stage)
+    "mask_iou": True,  # the IoU of a pair is the larger of its box IoU and its mask IoU (with the previous frame)
 }
+#: Pixels sampled (on a regular grid) for the mask IoU: 512x1024 every 4th row and column.
+MASK_SAMPLES = 32768
 # Weight of the newest box change in a track's velocity.
 _VELOCITY_SMOOTHING = 0.5
 _NO_MATCH = 1e6
@@ -141,6 +148,8 @@ class Tracker:
         max_age: frames a track survives without being seen (0: only consecutive frames).
         box_buffer: boxes are widened by this fraction of their width and height on each side before the IoU.
         distance_gate: third stage, centres at most this many box sizes apart (0: no third stage).
+        mask_iou: with the panoptic map (``track``, or ``update(..., panoptic=...)``), a pair's IoU is the larger of
+            its box IoU and the IoU of the instance's mask with the track's mask in the previous frame.
     """
 
     def __init__(self, *, iou_threshold: float = DEFAULT_TRACKING["iou_threshold"],
@@ -148,7 +157,8 @@ class Tracker:
                  high_score: float = DEFAULT_TRACKING["high_score"],
                  max_age: int = DEFAULT_TRACKING["max_age"],
                  box_buffer: float = DEFAULT_TRACKING["box_buffer"],
-                 distance_gate: float = DEFAULT_TRACKING["distance_gate"]) -> None:
+                 distance_gate: float = DEFAULT_TRACKING["distance_gate"],
+                 mask_iou: bool = DEFAULT_TRACKING["mask_iou"]) -> None:
         if not (0.0 <= iou_threshold <= 1.0 and 0.0 <= low_iou_threshold <= 1.0):
             raise ValueError(f"IoU thresholds must be in [0, 1], got {iou_threshold}, {low_iou_threshold}")
         if max_age < 0:
@@ -159,6 +169,7 @@ class Tracker:
         if distance_gate < 0:
             raise ValueError(f"distance_gate must be >= 0, got {distance_gate}")
         self.distance_gate = float(distance_gate)
+        self.mask_iou = bool(mask_iou)
         self.iou_threshold, self.low_iou_threshold = float(iou_threshold), float(low_iou_threshold)
         self.high_score, self.max_age = float(high_score), int(max_age)
         self.reset()
@@ -169,6 +180,7 @@ class Tracker:
         self._numbers: dict[int, _Numbers] = {}
         self._frame = -1
         self._last_stamp_ns: int | None = None
+        self._previous_masks: np.ndarray | None = None  # the last frame's tracked ids on the sampling grid
 
     @property
     def live_tracks(self) -> int:
@@ -182,15 +194,16 @@ class Tracker:
             if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
                 self.reset()
             self._last_stamp_ns = stamp_ns
-        ids = self.update(prediction.instances)
+        ids = self.update(prediction.instances, panoptic=prediction.panoptic)
         mapping = {instance.id: new_id for instance, new_id in zip(prediction.instances, ids)}
         instances = [dataclasses.replace(instance, id=mapping[instance.id]) for instance in prediction.instances]
         return dataclasses.replace(prediction, instances=instances,
                                    panoptic=relabel_panoptic(prediction.panoptic, mapping))
 
-    def update(self, instances: list[Instance]) -> list[int]:
+    def update(self, instances: list[Instance], panoptic: np.ndarray | None = None) -> list[int]:
         """Associates one frame's instances with the live tracks; returns each instance's tracked panoptic id
-        (``label_id * 1000 + k``), in the order given."""
+        (``label_id * 1000 + k``), in the order given. ``panoptic``: the frame's (H, W) panoptic map (the
+        instances' ids), for the mask IoU; without it (or with ``mask_iou`` off) boxes alone decide."""
         self._frame += 1
         frame = self._frame
         self._tracks = [t for t in self._tracks if not self._expired(t, frame)]
@@ -202,6 +215,13 @@ class Tracker:
         predicted = np.array([t.box + t.velocity * (frame - t.last_seen) for t in tracks]).reshape(len(tracks), 4)
         track_labels = np.array([t.label_id for t in tracks], dtype=np.int64)
         iou = box_iou(buffered(predicted, self.box_buffer), buffered(boxes, self.box_buffer))
+        masks = None
+        if self.mask_iou and panoptic is not None:
+            masks = sampled(panoptic)
+            if self._previous_masks is not None and self._previous_masks.shape == masks.shape and tracks and count:
+                track_ids = np.array([t.label_id * LABEL_DIVISOR + t.number for t in tracks], dtype=np.int64)
+                instance_ids = np.array([instance.id for instance in instances], dtype=np.int64)
+                iou = np.maximum(iou, mask_iou(self._previous_masks, masks, track_ids, instance_ids))
         iou[track_labels[:, None] != labels[None, :]] = 0.0  # never across classes
 
         matched: dict[int, _Track] = {}  # instance index -> track
@@ -229,6 +249,8 @@ class Tracker:
             else:
                 self._follow(track, boxes[index], frame)
             ids.append(track.label_id * LABEL_DIVISOR + track.number)
+        self._previous_masks = None if masks is None else relabel_panoptic(
+            masks, {instance.id: new_id for instance, new_id in zip(instances, ids)})
         return ids
 
     def _expired(self, track: _Track, frame: int) -> bool:
@@ -257,6 +279,32 @@ class Tracker:
         track = _Track(label_id, number, box.copy(), np.zeros(4), frame)
         self._tracks.append(track)
         return track
+
+
+def sampled(panoptic: np.ndarray) -> np.ndarray:
+    """(H, W) map -> its pixels on a regular grid of about ``MASK_SAMPLES`` (every s-th row and column, the same s
+    for both, at least 1)."""
+    height, width = panoptic.shape[:2]
+    step = max(1, int(round(np.sqrt(height * width / MASK_SAMPLES))))
+    return panoptic[::step, ::step].copy()
+
+
+def mask_iou(previous: np.ndarray, current: np.ndarray, track_ids: np.ndarray, instance_ids: np.ndarray) -> np.ndarray:
+    """(T, N) IoU of the masks of ``track_ids`` (T,) in the ``previous`` map with those of ``instance_ids`` (N,) in
+    the ``current`` map (two maps of ids of the same shape), from one joint count of the pixels."""
+    tracks, count = track_ids.size, instance_ids.size
+    size = int(max(previous.max(initial=0), current.max(initial=0), track_ids.max(initial=0),
+                   instance_ids.max(initial=0))) + 1
+    # Position of each id among track_ids (instance_ids), T (N) for any other value: one table lookup per pixel.
+    track_index = np.full(size, tracks, dtype=np.int64)
+    track_index[track_ids] = np.arange(tracks)
+    instance_index = np.full(size, count, dtype=np.int64)
+    instance_index[instance_ids] = np.arange(count)
+    joint = np.bincount(track_index[previous.ravel()] * (count + 1) + instance_index[current.ravel()],
+                        minlength=(tracks + 1) * (count + 1)).reshape(tracks + 1, count + 1)
+    inter = joint[:tracks, :count]
+    union = joint[:tracks].sum(axis=1)[:, None] + joint[:, :count].sum(axis=0)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 def relabel_panoptic(panoptic: np.ndarray, mapping: dict[int, int]) -> np.ndarray:

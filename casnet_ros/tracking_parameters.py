@@ -13,13 +13,13 @@ from typing import Any, Callable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from casnet_core.tracking import DEFAULT_TRACKING, Tracker
+from casnet_core.tracking import DEFAULT_TRACKING, MASK_SAMPLES, Tracker
 
 TRACKING = "tracking"
 # Node parameter -> Tracker keyword.
 _TRACKER_SETTINGS = {"track_iou_threshold": "iou_threshold", "track_low_iou_threshold": "low_iou_threshold",
                      "track_high_score": "high_score", "track_max_age": "max_age", "track_box_buffer": "box_buffer",
-                     "track_distance_gate": "distance_gate"}
+                     "track_distance_gate": "distance_gate", "track_mask_iou": "mask_iou"}
 
 
 def _unit_range(description: str) -> ParameterDescriptor:
@@ -55,6 +55,11 @@ TRACKING_PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                     "predicted box centre is less than this many box sizes away (0: no third stage). Read at "
                     "configure.",
         floating_point_range=[FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)])),
+    "track_mask_iou": (DEFAULT_TRACKING["mask_iou"], ParameterDescriptor(
+        description="The IoU of an instance and a track is the larger of their box IoU and the IoU of the "
+                    "instance's mask with the track's mask in the previous frame (masks sampled on a grid of about "
+                    f"{MASK_SAMPLES} pixels): neighbours with overlapping boxes stay apart (false: boxes alone). Read at "
+                    "configure.")),
 }
 
 

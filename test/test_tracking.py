@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from casnet_core.predictor import Instance, Prediction
-from casnet_core.tracking import Tracker, relabel_panoptic
+from casnet_core.tracking import Tracker, mask_iou, relabel_panoptic
 
 CAR, PERSON = 26, 24
 
@@ -49,12 +49,13 @@ def test_track_renumbers_the_panoptic_map_with_the_instances():
     panoptic = np.array([[7, 26000, 26001]], dtype=np.int32)
     first = Prediction(panoptic, np.zeros((1, 3), np.uint8), _frame((CAR, (1, 0, 2, 1)), (CAR, (2, 0, 3, 1))))
     tracker.track(first)
-    # Second frame: the same two cars, listed the other way round: the map's ids swap back.
-    second = Prediction(panoptic.copy(), np.zeros((1, 3), np.uint8), _frame((CAR, (2, 0, 3, 1)), (CAR, (1, 0, 2, 1))))
+    # Second frame: the same two cars, listed (and numbered) the other way round: the map's ids swap back.
+    swapped = np.array([[7, 26001, 26000]], dtype=np.int32)
+    second = Prediction(swapped.copy(), np.zeros((1, 3), np.uint8), _frame((CAR, (2, 0, 3, 1)), (CAR, (1, 0, 2, 1))))
     tracked = tracker.track(second)
     assert [i.id for i in tracked.instances] == [26001, 26000]
-    np.testing.assert_array_equal(tracked.panoptic, [[7, 26001, 26000]])
-    np.testing.assert_array_equal(second.panoptic, [[7, 26000, 26001]])  # the input is not changed
+    np.testing.assert_array_equal(tracked.panoptic, [[7, 26000, 26001]])
+    np.testing.assert_array_equal(second.panoptic, swapped)  # the input is not changed
 
 
 def test_relabel_swaps_at_once():
@@ -94,6 +95,42 @@ def test_a_small_fast_object_is_kept_by_the_buffered_iou_or_the_centre_distance(
     assert [nearby.update(_frame((PERSON, box)))[0] for box in boxes] == [24000] * 5
 
 
+def _prediction(panoptic):
+    """A Prediction of a hand-drawn (H, W) map: one instance per thing id, its box the tight box of its pixels."""
+    instances = []
+    for panoptic_id in np.unique(panoptic[panoptic >= 1000]).tolist():
+        ys, xs = np.nonzero(panoptic == panoptic_id)
+        instances.append(_instance(panoptic_id // 1000, panoptic_id % 1000,
+                                   (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)))
+    return Prediction(panoptic, np.zeros(panoptic.shape, np.uint8), instances)
+
+
+def test_the_mask_keeps_an_object_whose_box_a_stray_pixel_stretched():
+    # Frame 1: car A fills columns 0-9 plus one stray pixel at column 39 (its box spans the whole row, 0..40); car B
+    # fills columns 20-38. Frame 2: the stray pixel is gone (A's box 0..10) and B also takes column 39; the
+    # frame numbers B first. Plain boxes: A's track (0..40) has IoU 0.25 with A (0..10), below 0.3, and A
+    # starts a new track (26002). Mask IoU of A's pixels with its track's pixels: 100 / 101: A keeps 26000.
+    first = np.full((10, 40), 7, dtype=np.int32)
+    first[:, :10], first[:, 20:39], first[0, 39] = 26000, 26001, 26000
+    second = np.full((10, 40), 7, dtype=np.int32)
+    second[:, 20:], second[:, :10] = 26000, 26001
+    for mask_iou_on, expected in ((False, [26001, 26002]), (True, [26001, 26000])):
+        tracker = Tracker(box_buffer=0.0, distance_gate=0.0, mask_iou=mask_iou_on)
+        assert [i.id for i in tracker.track(_prediction(first)).instances] == [26000, 26001]
+        tracked = tracker.track(_prediction(second))
+        assert [i.id for i in tracked.instances] == expected
+    np.testing.assert_array_equal(tracked.panoptic[0, [0, 20, 39]], [26000, 26001, 26001])
+
+
+def test_mask_iou_counts_each_pair_of_masks():
+    previous = np.array([[26000, 26000, 26001, 7]])
+    current = np.array([[26005, 26000, 26000, 26000]])
+    # Track 26000 (2 px) with instance 26000 (3 px): 1 px in common, IoU 1 / 4; with 26005 (1 px): 1 / 2.
+    # Track 26001 (1 px) with 26000: 1 / 3; with 26005: 0. A track absent from the map: 0.
+    np.testing.assert_allclose(mask_iou(previous, current, np.array([26001, 26000, 26009]), np.array([26000, 26005])),
+                               [[1 / 3, 0], [1 / 4, 1 / 2], [0, 0]])
+
+
 def test_tracks_survive_max_age_missing_frames_then_die():
     tracker = Tracker(max_age=2)
     box = (0, 0, 40, 40)
@@ -115,7 +152,7 @@ def test_classes_never_share_a_track():
 
 
 def test_a_stamp_going_back_starts_afresh():
-    tracker = Tracker()
+    tracker = Tracker(mask_iou=False)  # boxes alone: the map of these frames is a single pixel
     panoptic = np.array([[26000]], dtype=np.int32)
 
     def frame(box):

@@ -58,8 +58,8 @@ TRACKING_PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "track_mask_iou": (DEFAULT_TRACKING["mask_iou"], ParameterDescriptor(
         description="The IoU of an instance and a track is the larger of their box IoU and the IoU of the "
                     "instance's mask with the track's mask in the previous frame (masks sampled on a grid of about "
-                    f"{MASK_SAMPLES} pixels): neighbours with overlapping boxes stay apart (false: boxes alone). Read at "
-                    "configure.")),
+                    f"{MASK_SAMPLES} pixels): neighbours with overlapping boxes stay apart (false: boxes alone). "
+                    "Read at configure.")),
 }
 
 

@@ -2,7 +2,7 @@
 one run, default model.
 
     .venv/bin/python bench/bench_cpu_precision.py [--sizes 512x1024 1024x2048] [--frames 10] [--eval-scenes 50]
-                                                  [--node-rate] [--threads N] [--json FILE]
+                                                  [--agreement-scenes 12] [--node-rate] [--threads N] [--json FILE]
 
 1. Per image (``Predictor.predict`` on generated street scenes, after two warm-up frames): forward,
    post-processing and whole-frame ms, p50 / p99, per (size, precision).
@@ -14,9 +14,13 @@ one run, default model.
    evaluators (``casnet eval``). onnxruntime fp32 gives PyTorch fp32's maps (``test_backend_auto``): one fp32 row.
 4. ``--quantize-heads``: also int8 with the heads' output convolutions quantized (the layers
    ``casnet_core.quantize`` keeps float), for the accuracy comparison that decided it.
+5. Agreement with fp32 on ``--agreement-scenes`` generated scenes at 512x1024 (seeds from 100): the fraction of
+   pixels whose semantic label int8 / bf16 give as torch fp32 does, and the PQ (PQ_th, PQ_st) of their panoptic
+   maps taken against fp32's maps as the ground truth (official Cityscapes rules).
 
 Targets (2 cores with AVX-512 VNNI / BF16, nothing else running): int8 <= 0.5x onnxruntime fp32's forward time,
-PQ within 1.0 point of fp32 (AP within 1.5); post-processing <= 60 ms at 1024x2048 (``bench_postprocess.py``
+PQ within 1.0 point of fp32 (AP within 1.5); agreement with fp32's maps >= 98 % of the semantic pixels and
+PQ >= 0.95; post-processing <= 60 ms at 1024x2048 (``bench_postprocess.py``
 with 150 instances); the whole frame <= 400 ms at 1024x2048 and <= 100 ms at 512x1024. The machine's load
 average is printed with the figures: on a shared machine they are not the quiet machine's.
 """
@@ -118,6 +122,29 @@ def _int8_with_heads(checkpoint: str, out: Path) -> Path:
     return path
 
 
+def agreement(checkpoint: str, scenes: int, rows: list[str]) -> dict[str, dict]:
+    """Per int8 / bf16 row: semantic pixel agreement and PQ of its panoptic maps against torch fp32's."""
+    from casnet_core.evaluation.pq import panoptic_quality
+    from casnet_core.synth import generate_scene
+
+    images = [generate_scene(seed, 512, 1024)[0] for seed in range(100, 100 + scenes)]
+    reference = [predictor_for("torch", "fp32", checkpoint).predict(image) for image in images]
+    figures = {}
+    for label, backend, precision in ROWS:
+        if precision == "fp32" or label not in rows:
+            continue
+        predictor = predictor_for(backend, precision, checkpoint)
+        predictions = [predictor.predict(image) for image in images]
+        same = sum(int((p.semantic == r.semantic).sum()) for p, r in zip(predictions, reference))
+        quality = panoptic_quality([p.panoptic for p in predictions], [r.panoptic for r in reference])
+        figures[label] = {"semantic": same / sum(r.semantic.size for r in reference),
+                          **{key: quality[key] for key in ("PQ", "PQ_th", "PQ_st")}}
+        print(f"agreement with torch fp32, {scenes} scenes 512x1024: {label:18s} semantic "
+              f"{100 * figures[label]['semantic']:.2f} % (target >= 98), PQ {figures[label]['PQ']:.3f} (target >= "
+              f"0.95), PQ_th {figures[label]['PQ_th']:.3f}, PQ_st {figures[label]['PQ_st']:.3f}", flush=True)
+    return figures
+
+
 def _percent(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}" if value <= 1.0 else f"{value:.1f}"
 
@@ -130,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-rate", action="store_true", help="also the node's rate at < 5 %% drops per row")
     parser.add_argument("--node-seconds", type=float, default=8.0, help="seconds of each node-rate probe")
     parser.add_argument("--quantize-heads", action="store_true", help="accuracy of int8 with quantized heads too")
+    parser.add_argument("--agreement-scenes", type=int, default=12,
+                        help="generated scenes for the agreement with fp32's maps (0: none)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--rows", nargs="+", default=[label for label, _, _ in ROWS],
                         choices=[label for label, _, _ in ROWS], metavar="ROW")
@@ -167,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         if base and int8:
             ratio = int8["forward"]["p50"] / base["forward"]["p50"]
             print(f"{size}: int8 / onnxruntime fp32 forward time: {ratio:.2f} (target <= 0.5)", flush=True)
+    if args.agreement_scenes:
+        results["agreement"] = agreement(checkpoint, args.agreement_scenes, args.rows)
     if args.eval_scenes:
         with tempfile.TemporaryDirectory(prefix="bench_cpu_precision_") as tmp:
             results["accuracy"] = accuracy(checkpoint, args.eval_scenes, Path(tmp), args.quantize_heads)

@@ -4,8 +4,9 @@ model, each with the instances tracked (casnet_core.tracking.Tracker, the node's
 Targets (issue 29; a drive at 512x1024, 10 Hz, 60 frames, a seed never tuned on): oracle heads AQ >= 0.90 and
 STQ >= 0.85. The oracle is ``casnet replay --oracle full``'s: every head from the ground truth at the model's
 output stride (``casnet_core.evaluation.oracles.oracle_prediction``). "ceiling" is that oracle with each predicted
-segment renamed to the ground-truth track it overlaps most: the AQ any tracker could reach on those segments.
-The model runs once per frame; tracking on and off score the same predictions.
+segment renamed to the ground-truth track it overlaps most: the AQ any tracker could reach on those segments
+(the model's ceiling likewise, on its segments). The model runs once per frame; tracking on and off score the same
+predictions.
 
     .venv/bin/python bench/bench_tracking_quality.py [--frames 60] [--seed 29] [--size 512x1024]
         [--checkpoint CKPT (default: the packaged model)] [--device auto] [--no-model]
@@ -32,15 +33,32 @@ from casnet_core.tracking import Tracker
 TARGETS = {"AQ": 0.90, "STQ": 0.85}
 
 
-def perfect_association(panoptic: np.ndarray, ground_truth: np.ndarray) -> np.ndarray:
-    """Each thing segment renamed to the ground-truth track it overlaps most (another id where that is none)."""
-    renamed = panoptic.astype(np.int64)
-    for segment in np.unique(panoptic[panoptic >= LABEL_DIVISOR]).tolist():
-        inside = panoptic == segment
-        ids, counts = np.unique(ground_truth[inside], return_counts=True)
-        best = int(ids[counts.argmax()])
-        renamed[inside] = best if best >= LABEL_DIVISOR else 10 ** 6 + segment
-    return renamed
+class PerfectAssociation:
+    """The ceiling's tracker: each thing segment of a frame is numbered by the ground-truth track it overlaps most,
+    the same number in every frame (its own class kept, so SQ is the prediction's); a segment on no ground-truth
+    track gets a number of its own."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[tuple[int, int], int] = {}  # (label id, ground-truth id or -1 - n) -> k
+        self._used: dict[int, int] = {}  # label id -> numbers given
+        self._strays = 0
+
+    def __call__(self, panoptic: np.ndarray, ground_truth: np.ndarray) -> np.ndarray:
+        renamed = panoptic.astype(np.int64)
+        for segment in np.unique(panoptic[panoptic >= LABEL_DIVISOR]).tolist():
+            inside = panoptic == segment
+            ids, counts = np.unique(ground_truth[inside], return_counts=True)
+            best = int(ids[counts.argmax()])
+            label = segment // LABEL_DIVISOR
+            if best < LABEL_DIVISOR:
+                self._strays += 1
+                best = -self._strays
+            key = (label, best)
+            if key not in self._numbers:
+                self._numbers[key] = self._used.get(label, 0) % LABEL_DIVISOR
+                self._used[label] = self._used.get(label, 0) + 1
+            renamed[inside] = label * LABEL_DIVISOR + self._numbers[key]
+        return renamed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = {name: SegmentationTrackingQuality() for name in
             ("oracle, per frame", "oracle, tracked", "oracle, ceiling")}
     if not args.no_model:
-        rows.update({name: SegmentationTrackingQuality() for name in ("model, per frame", "model, tracked")})
+        rows.update({name: SegmentationTrackingQuality() for name in
+                     ("model, per frame", "model, tracked", "model, ceiling")})
     trackers = {"oracle": Tracker(), "model": Tracker()}
+    ceilings = {"oracle": PerfectAssociation(), "model": PerfectAssociation()}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         bag = write_drive_bag(Path(folder) / "drive", args.frames, seed=args.seed, height=height, width=width)
@@ -71,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             for source, prediction in sources.items():
                 rows[f"{source}, per frame"].add(gt, prediction.panoptic)
                 rows[f"{source}, tracked"].add(gt, trackers[source].track(prediction, stamp_ns=frame.stamp_ns).panoptic)
-            rows["oracle, ceiling"].add(gt, perfect_association(sources["oracle"].panoptic, gt))
+            for source, prediction in sources.items():
+                rows[f"{source}, ceiling"].add(gt, ceilings[source](prediction.panoptic, gt))
     print(f"drive: {args.frames} frames {width}x{height}, seed {args.seed}; oracle stride "
           f"{predictor.model.output_stride}; model {checkpoint} on {predictor.device}; "
           f"{time.perf_counter() - start:.0f} s")

@@ -124,7 +124,7 @@ def _int8_with_heads(checkpoint: str, out: Path) -> Path:
 
 def agreement(checkpoint: str, scenes: int, rows: list[str]) -> dict[str, dict]:
     """Per int8 / bf16 row: semantic pixel agreement and PQ of its panoptic maps against torch fp32's."""
-    from casnet_core.evaluation.pq import panoptic_quality
+    from casnet_core.evaluation.pq import map_agreement
     from casnet_core.synth import generate_scene
 
     images = [generate_scene(seed, 512, 1024)[0] for seed in range(100, 100 + scenes)]
@@ -134,11 +134,7 @@ def agreement(checkpoint: str, scenes: int, rows: list[str]) -> dict[str, dict]:
         if precision == "fp32" or label not in rows:
             continue
         predictor = predictor_for(backend, precision, checkpoint)
-        predictions = [predictor.predict(image) for image in images]
-        same = sum(int((p.semantic == r.semantic).sum()) for p, r in zip(predictions, reference))
-        quality = panoptic_quality([p.panoptic for p in predictions], [r.panoptic for r in reference])
-        figures[label] = {"semantic": same / sum(r.semantic.size for r in reference),
-                          **{key: quality[key] for key in ("PQ", "PQ_th", "PQ_st")}}
+        figures[label] = map_agreement([predictor.predict(image) for image in images], reference)
         print(f"agreement with torch fp32, {scenes} scenes 512x1024: {label:18s} semantic "
               f"{100 * figures[label]['semantic']:.2f} % (target >= 98), PQ {figures[label]['PQ']:.3f} (target >= "
               f"0.95), PQ_th {figures[label]['PQ_th']:.3f}, PQ_st {figures[label]['PQ_st']:.3f}", flush=True)

@@ -55,8 +55,10 @@ class PerfectAssociation:
                 best = -self._strays
             key = (label, best)
             if key not in self._numbers:
-                self._numbers[key] = self._used.get(label, 0) % LABEL_DIVISOR
-                self._used[label] = self._used.get(label, 0) + 1
+                number = self._used.get(label, 0)
+                if number == LABEL_DIVISOR:  # a 1001st would read as the next label's id
+                    raise ValueError(f"more than {LABEL_DIVISOR} segments of label id {label} to number")
+                self._numbers[key], self._used[label] = number, number + 1
             renamed[inside] = label * LABEL_DIVISOR + self._numbers[key]
         return renamed
 

@@ -70,6 +70,10 @@ class _Track:
     last_seen: int  # frame index
     hits: int = 1
 
+    @property
+    def panoptic_id(self) -> int:
+        return self.label_id * LABEL_DIVISOR + self.number
+
 
 class _Numbers:
     """The numbers k of one class: the never-used ones in order, then the released ones, least recently used
@@ -219,7 +223,7 @@ class Tracker:
         if self.mask_iou and panoptic is not None:
             masks = sampled(panoptic)
             if self._previous_masks is not None and self._previous_masks.shape == masks.shape and tracks and count:
-                track_ids = np.array([t.label_id * LABEL_DIVISOR + t.number for t in tracks], dtype=np.int64)
+                track_ids = np.array([t.panoptic_id for t in tracks], dtype=np.int64)
                 instance_ids = np.array([instance.id for instance in instances], dtype=np.int64)
                 iou = np.maximum(iou, mask_iou(self._previous_masks, masks, track_ids, instance_ids))
         iou[track_labels[:, None] != labels[None, :]] = 0.0  # never across classes
@@ -248,7 +252,7 @@ class Tracker:
                 matched[index] = track
             else:
                 self._follow(track, boxes[index], frame)
-            ids.append(track.label_id * LABEL_DIVISOR + track.number)
+            ids.append(track.panoptic_id)
         self._previous_masks = None if masks is None else relabel_panoptic(
             masks, {instance.id: new_id for instance, new_id in zip(instances, ids)})
         return ids

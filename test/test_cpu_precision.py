@@ -15,7 +15,7 @@ import torch
 
 from casnet_core import default_model_path
 from casnet_core.checkpoint import save_checkpoint
-from casnet_core.evaluation.pq import panoptic_quality
+from casnet_core.evaluation.pq import map_agreement
 from casnet_core.export import OUTPUT_NAMES, OnnxNetwork, export_onnx
 from casnet_core.model import build_casnet
 from casnet_core.onnx_cache import cached_int8_export, int8_cache_path
@@ -52,14 +52,6 @@ def fp32_predictions(validation_scenes):
     return [predictor.predict(scene) for scene in validation_scenes]
 
 
-def _agreement(predictions, references) -> tuple[float, float]:
-    """(fraction of equal semantic pixels over all images, PQ of the panoptic maps against the references')."""
-    equal = sum(int((p.semantic == r.semantic).sum()) for p, r in zip(predictions, references))
-    total = sum(r.semantic.size for r in references)
-    pq = panoptic_quality([p.panoptic for p in predictions], [r.panoptic for r in references])["PQ"]
-    return equal / total, pq
-
-
 def test_int8_agrees_with_fp32_on_generated_scenes(validation_scenes, fp32_predictions, tmp_path):
     # The default model quantized with a small calibration (2 generated scenes at 256x512, not the scenes
     # compared): int8 steps in the backbone move few argmaxes and few instance borders.
@@ -70,7 +62,8 @@ def test_int8_agrees_with_fp32_on_generated_scenes(validation_scenes, fp32_predi
     predictor = Predictor.from_checkpoint(str(path), device="cpu")
     assert predictor.precision == "int8" and predictor.backend == "onnxruntime"
     predictions = [predictor.predict(scene) for scene in validation_scenes]
-    semantic, pq = _agreement(predictions, fp32_predictions)
+    agreement = map_agreement(predictions, fp32_predictions)
+    semantic, pq = agreement["semantic"], agreement["PQ"]
     assert semantic >= MIN_SEMANTIC_AGREEMENT, semantic
     assert pq >= MIN_PQ_INT8, pq
 
@@ -81,7 +74,8 @@ def test_bf16_agrees_with_fp32_on_generated_scenes(validation_scenes, fp32_predi
     predictions = [predictor.predict(scene) for scene in validation_scenes]
     # Everything that reads the Predictor's output sees the same types as with fp32.
     assert predictions[0].panoptic.dtype == fp32_predictions[0].panoptic.dtype
-    semantic, pq = _agreement(predictions, fp32_predictions)
+    agreement = map_agreement(predictions, fp32_predictions)
+    semantic, pq = agreement["semantic"], agreement["PQ"]
     assert semantic >= MIN_SEMANTIC_AGREEMENT, semantic
     assert pq >= MIN_PQ_BF16, pq
 

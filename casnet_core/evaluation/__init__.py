@@ -27,7 +27,7 @@ from casnet_core.evaluation.official import (
     run_pixel_evaluator,
 )
 from casnet_core.evaluation.oracles import ORACLE_NMS_IOU, ORACLES, full_oracle_prediction
-from casnet_core.evaluation.pq import panoptic_quality
+from casnet_core.evaluation.pq import map_agreement, panoptic_quality
 from casnet_core.evaluation.writers import CityscapesResultWriter, EvalPrediction
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "find_semantic_files",
     "format_metrics_table",
     "full_oracle_prediction",
+    "map_agreement",
     "mean_iou",
     "panoptic_quality",
     "prepare_panoptic_ground_truth",

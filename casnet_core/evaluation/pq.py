@@ -136,3 +136,15 @@ def panoptic_quality(
         }
     result["per_class"] = per_class
     return result
+
+
+def map_agreement(predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, float]:
+    """How far the predictions of a set of images agree with reference predictions of the same images (another
+    precision or backend): "semantic", the fraction of pixels with the same semantic label over all images, and
+    "PQ", "PQ_th", "PQ_st" of the panoptic maps taken against the references' as the ground truth.
+
+    Both: per image, an object with (H, W) ``semantic`` and ``panoptic`` arrays (``Prediction``)."""
+    equal = sum(int((p.semantic == r.semantic).sum()) for p, r in zip(predictions, references))
+    quality = panoptic_quality([p.panoptic for p in predictions], [r.panoptic for r in references])
+    return {"semantic": equal / sum(r.semantic.size for r in references),
+            **{key: quality[key] for key in ("PQ", "PQ_th", "PQ_st")}}

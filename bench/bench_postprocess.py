@@ -11,6 +11,7 @@ probabilities and semantic logits). "visible" counts the things left visible, "f
 post-processing returns (stray noisy pixels of a thing class also make instances).
 
     .venv/bin/python bench/bench_postprocess.py [--sizes 512x1024 1024x2048] [--instances 10 50 150]
+        [--threads N (forward)] [--postprocess-threads N (default: the Predictor's, 1 on the CPU)]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from casnet_core.labels import class_space
 from casnet_core.model import build_casnet
 from casnet_core.postprocess import common_attribute_support
+from casnet_core.predictor import POSTPROCESS_THREADS, cpu_threads
 from casnet_core.targets import build_targets
 
 STRIDE = 4
@@ -113,15 +115,19 @@ def main() -> int:
     parser.add_argument("--instances", nargs="+", type=int, default=[10, 50, 150])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: its own choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of torch for the forward pass (default: its own choice)")
+    parser.add_argument("--postprocess-threads", type=int, default=POSTPROCESS_THREADS,
+                        help="CPU threads of the post-processing (default: the Predictor's, %(default)s)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = args.postprocess_threads
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     space = class_space("panoptic")
     model = build_casnet(backbone="hrnet_w18_small", mode="panoptic").eval()
 
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, CPU threads: forward {torch.get_num_threads()}, post-processing {threads}")
     print(f"{'device':8} {'size':>10} {'instances':>9} {'visible':>7} {'found':>6} {'postprocess s':>14} "
           f"{'forward s':>10} {'ratio':>6}")
     failures = 0
@@ -135,9 +141,11 @@ def main() -> int:
             cases = [synthetic_heads(height, width, n, seed=n, device=device) for n in args.instances]
 
             def postprocess(heads):
-                return common_attribute_support(
-                    heads["attributes"], heads["box_logits"], semantic_logits=heads["semantic"],
-                    thing_classes=space.thing_classes, label_ids=space.label_ids, stride=STRIDE)
+                # On the threads the Predictor gives it (one on the CPU; the forward pass keeps all).
+                with cpu_threads(threads if device.type == "cpu" else torch.get_num_threads()):
+                    return common_attribute_support(
+                        heads["attributes"], heads["box_logits"], semantic_logits=heads["semantic"],
+                        thing_classes=space.thing_classes, label_ids=space.label_ids, stride=STRIDE)
 
             with torch.inference_mode():
                 functions = [lambda: model(images)] + [lambda heads=heads: postprocess(heads) for heads, _ in cases]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +17,27 @@ import torch.nn.functional as F
 
 from casnet_core.cuda_graphs import CapturedGraph, CudaGraphs
 from casnet_core.postprocess import DEFAULT_THRESHOLDS, common_attribute_support
+
+#: PyTorch threads of the post-processing on the CPU. Its few hundred short, memory-bound operations gain little from
+#: a second thread, and each one wakes the sleeping OpenMP threads (casnet_core sets OMP_WAIT_POLICY=PASSIVE): on this
+#: 2-core CPU, 1024x2048 with 150 instances (bench/bench_postprocess.py), one thread is faster on an idle machine and
+#: with the other core busy alike (README, "CPU threads"). The forward pass keeps all of PyTorch's threads.
+POSTPROCESS_THREADS = 1
+
+
+@contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``count`` inside the block, restored after. OpenMP keeps the setting per
+    thread, so other threads of the process (another camera's worker) keep theirs."""
+    previous = torch.get_num_threads()
+    if previous == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
@@ -326,24 +348,25 @@ class Predictor:
             timings["forward"] = time.perf_counter() - start
 
             start = time.perf_counter()
-            result = common_attribute_support(
-                outputs["attributes"].float(),
-                outputs["box_logits"].float(),
-                semantic_logits=outputs["semantic"].float() if semantic is None else None,
-                semantic=semantic,
-                thing_classes=self.class_space.thing_classes,
-                label_ids=self.class_space.label_ids,
-                stride=self.model.output_stride,
-                output_size=(height, width),
-                input_scale=(net_height / height, net_width / width),
-                panoptic=self.mode == "panoptic",
-                box_threshold=self.box_threshold,
-                nms_iou=self.nms_iou,
-                tie_margin=self.tie_margin,
-                min_area=self.min_area,
-                stuff_area=self.stuff_area,
-                max_instances=self.max_instances,
-            )
+            with cpu_threads(POSTPROCESS_THREADS if self.device.type == "cpu" else torch.get_num_threads()):
+                result = common_attribute_support(
+                    outputs["attributes"].float(),
+                    outputs["box_logits"].float(),
+                    semantic_logits=outputs["semantic"].float() if semantic is None else None,
+                    semantic=semantic,
+                    thing_classes=self.class_space.thing_classes,
+                    label_ids=self.class_space.label_ids,
+                    stride=self.model.output_stride,
+                    output_size=(height, width),
+                    input_scale=(net_height / height, net_width / width),
+                    panoptic=self.mode == "panoptic",
+                    box_threshold=self.box_threshold,
+                    nms_iou=self.nms_iou,
+                    tie_margin=self.tie_margin,
+                    min_area=self.min_area,
+                    stuff_area=self.stuff_area,
+                    max_instances=self.max_instances,
+                )
             panoptic, semantic_ids = result.panoptic.cpu().numpy(), result.semantic.cpu().numpy()
             instances = self._instances(result, len(images))
             nonfinite = _nonfinite_per_image(outputs, result.nonfinite, len(images), semantic_used=semantic is None)

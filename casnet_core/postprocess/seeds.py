@@ -93,7 +93,7 @@ def fallback_seeds(
     """
     seedless = (torch.bincount(pair_groups, minlength=num_groups) > 0) & (
         torch.bincount(seed_groups, minlength=num_groups) == 0)
-    orphans = seedless[pair_groups].nonzero().squeeze(1)
+    orphans = seedless.index_select(0, pair_groups).nonzero().squeeze(1)
     scores = pair_scores[orphans]
     best = _best_per_image(scores, pair_groups[orphans] // (groups_per_image or num_groups), top_k)
     if best is not None:

@@ -124,9 +124,10 @@ def common_attribute_support(
     thing_channels = torch.as_tensor(list(thing_classes), dtype=torch.int64, device=device)
     thing_of_channel, label_of_channel = channel_tables(thing_channels, label_ids)
     pairs = thing_pairs(semantic, thing_channels, num_classes, (h, w), stride, input_scale)
-    pair_groups, pair_cells = pairs.pair_key // cells, pairs.pair_key % cells
+    pair_groups, pair_cells = pairs.pair_group, pairs.pair_cell
     cell_boxes = decode_boxes(attributes, stride)
-    pair_cell_index = pair_groups // num_things * cells + pair_cells  # into (B * h * w)
+    image_offset = torch.arange(num_groups, device=device) // num_things * cells  # (G,) first cell of the image
+    pair_cell_index = image_offset.index_select(0, pair_groups) + pair_cells  # into (B * h * w)
     # Coordinate by coordinate: index_select of long rows, several times faster than of (B * h * w, 4) rows.
     pair_boxes = cell_boxes.transpose(0, 1).reshape(4, batch * cells).index_select(1, pair_cell_index).t()
 

@@ -54,7 +54,12 @@ def vote(
     if needs_sorting:
         order = torch.argsort(pair_groups, stable=True)
         pair_boxes = pair_boxes[order]
-    centres = (pair_boxes[:, :2] + pair_boxes[:, 2:]) / 2
+    # Coordinates first, (4, P): the pairs of a chunk are contiguous rows, and the comparisons below run in the
+    # layout (seeds, pairs), pairs innermost: long rows for the elementwise work (a group has a handful of seeds
+    # and up to many thousand pairs), reductions over the seeds along the leading dimension.
+    coords = pair_boxes.t().contiguous()
+    centres = (coords[:2] + coords[2:]) / 2  # (2, P)
+    areas = (coords[2] - coords[0]).clamp(min=0) * (coords[3] - coords[1]).clamp(min=0)
     seed_centres = (seed_boxes[:, :2] + seed_boxes[:, 2:]) / 2
     seed_area = (seed_boxes[:, 2] - seed_boxes[:, 0]).clamp(min=0) * (seed_boxes[:, 3] - seed_boxes[:, 1]).clamp(min=0)
     found = torch.full_like(chosen, -1)
@@ -63,27 +68,26 @@ def vote(
         if pair_end == pair_start or seed_end == seed_start:
             continue
         seeds = alive_index[seed_start:seed_end]
-        # (1, n) rows of the group's seeds; box_iou_pairwise below, term by term (the same floats).
-        sx0, sy0, sx1, sy1 = seed_boxes[seeds].t().contiguous()[:, None, :]
-        area_s, centre_s = seed_area[seeds][None], seed_centres[seeds][None]
-        rows = max(1, chunk_elements // seeds.numel())
-        for start in range(pair_start, pair_end, rows):
-            end = min(start + rows, pair_end)
-            x0, y0, x1, y1 = pair_boxes[start:end, :, None].unbind(1)  # (c, 1) each
-            iw = (torch.minimum(x1, sx1) - torch.maximum(x0, sx0)).clamp_(min=0)
-            ih = (torch.minimum(y1, sy1) - torch.maximum(y0, sy0)).clamp_(min=0)
+        # (n, 1) columns of the group's seeds; box_iou_pairwise below, term by term (the same floats).
+        sx0, sy0, sx1, sy1 = seed_boxes[seeds].t()[:, :, None]
+        area_s, centre_s = seed_area[seeds][:, None], seed_centres[seeds][:, None, :]
+        columns = max(1, chunk_elements // seeds.numel())
+        for start in range(pair_start, pair_end, columns):
+            end = min(start + columns, pair_end)
+            x0, y0, x1, y1 = coords[:, start:end]  # (c,) each
+            iw = torch.minimum(x1, sx1).sub_(torch.maximum(x0, sx0)).clamp_(min=0)  # (n, c)
+            ih = torch.minimum(y1, sy1).sub_(torch.maximum(y0, sy0)).clamp_(min=0)
             inter = iw.mul_(ih)
-            area = (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0)
-            iou = inter / (area + area_s - inter).clamp_(min=1e-6)
-            near = iou >= iou.amax(dim=1, keepdim=True) - tie_margin
-            # Mostly one seed is near: it wins. Near-ties go to the nearest centre, then the better score
-            # (argmin returns the first minimum).
-            pick = near.byte().argmax(dim=1)
-            ties = (near.sum(dim=1) > 1).nonzero().squeeze(1)
+            iou = inter / (areas[start:end] + area_s - inter).clamp_(min=1e-6)
+            # Mostly one seed is near the best: it wins (max returns the first maximum). Near-ties go to the
+            # nearest centre, then the better score (argmin returns the first minimum).
+            best, pick = iou.max(dim=0)
+            near = iou >= best - tie_margin
+            ties = (near.sum(dim=0) > 1).nonzero().squeeze(1)
             if ties.numel():
-                distance = (centres[start:end][ties, None, :] - centre_s).square().sum(-1)
-                distance = torch.where(near[ties], distance, torch.full_like(distance, float("inf")))
-                pick[ties] = distance.argmin(dim=1)
+                distance = (centres[:, start:end].index_select(1, ties).t()[None] - centre_s).square().sum(-1)
+                distance = torch.where(near[:, ties], distance, torch.full_like(distance, float("inf")))
+                pick[ties] = distance.argmin(dim=0)
             found[start:end] = seeds[pick]
     if order is None:
         return found

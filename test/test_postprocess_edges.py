@@ -14,7 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import casnet_core.postprocess.boxes as boxes_module
-from casnet_core.postprocess.seeds import window_max
+from casnet_core.postprocess.seeds import window_maxima
 from casnet_core.postprocess.semantic import first_argmax
 from casnet_core.postprocess import (
     LOGIT_BOUND,
@@ -211,13 +211,14 @@ def test_grid_pieces_cut_the_long_runs_of_a_clamped_border():
     assert pieces_of_rows.first_of_cell.tolist() == [0, 2, 3] and pieces_of_rows.count_of_cell.tolist() == [2, 1, 1]
 
 
-def test_window_max_is_max_pool_with_minus_infinity_outside():
+def test_window_maxima_are_where_max_pool_with_minus_infinity_outside_is_reached():
     generator = torch.Generator().manual_seed(0)
     values = torch.rand((2, 3, 7, 5), generator=generator)
-    values[0, 0, 2, 2] = values[0, 0, 2, 3]  # equal neighbours
+    values[0, 0, 2, 2] = values[0, 0, 2, 3]  # equal neighbours: a tie is a maximum (>=), as with max_pool2d
+    every_index = torch.arange(values.numel())
     for kernel in (1, 3, 5):
-        expected = torch.nn.functional.max_pool2d(values, kernel, stride=1, padding=kernel // 2)
-        assert torch.equal(window_max(values, kernel), expected)
+        expected = values >= torch.nn.functional.max_pool2d(values, kernel, stride=1, padding=kernel // 2)
+        assert torch.equal(window_maxima(values, every_index, kernel), expected.flatten())
 
 
 def test_first_argmax_takes_the_first_of_equal_maxima_as_torch_argmax():

@@ -171,8 +171,8 @@ def pair_statistics(pairs: ThingPairs, stride: int, input_scale: tuple[float, fl
         x0, y0 = x0.index_fill_(0, partial, big), y0.index_fill_(0, partial, big)
         x1, y1 = x1.index_fill_(0, partial, 0), y1.index_fill_(0, partial, 0)
         # min(dim).values, not amin: amin of int64 is ~50x slower on the CPU (torch 2.x).
-        x0 = x0.scatter_reduce(0, pair, torch.where(per_col > 0, xs, big).min(dim=0).values, "amin")
-        y0 = y0.scatter_reduce(0, pair, torch.where(per_row > 0, ys, big).min(dim=0).values, "amin")
-        x1 = x1.scatter_reduce(0, pair, torch.where(per_col > 0, xs, -1).amax(dim=0) + 1, "amax")
-        y1 = y1.scatter_reduce(0, pair, torch.where(per_row > 0, ys, -1).amax(dim=0) + 1, "amax")
+        x0.scatter_reduce_(0, pair, torch.where(per_col > 0, xs, big).min(dim=0).values, "amin")
+        y0.scatter_reduce_(0, pair, torch.where(per_row > 0, ys, big).min(dim=0).values, "amin")
+        x1.scatter_reduce_(0, pair, torch.where(per_col > 0, xs, -1).amax(dim=0) + 1, "amax")
+        y1.scatter_reduce_(0, pair, torch.where(per_row > 0, ys, -1).amax(dim=0) + 1, "amax")
     return PairStatistics(area, sum_x, sum_y, x0, y0, x1, y1)

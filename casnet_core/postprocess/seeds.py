@@ -4,7 +4,6 @@ and class (see the stage list of :mod:`casnet_core.postprocess`)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from casnet_core.labels import LABEL_DIVISOR
@@ -35,11 +34,10 @@ def find_seeds(
         group (S,) int64 = image * K + k, cell (S,) int64 = i * w + j, box (S, 4), score (S,).
     """
     batch, num_things, h, w = box_prob.shape
-    candidates = box_prob > box_threshold
+    flat = (box_prob > box_threshold).flatten().nonzero().squeeze(1)  # index into (B, K, h, w)
     if nms_kernel > 1:
-        candidates &= box_prob >= window_max(box_prob, nms_kernel)
-    flat = candidates.flatten().nonzero().squeeze(1)  # index into (B, K, h, w)
-    scores = box_prob.flatten()[flat]
+        flat = flat[window_maxima(box_prob, flat, nms_kernel)]
+    scores = box_prob.flatten().index_select(0, flat)
     best = _best_per_image(scores, flat // (num_things * h * w), pre_nms_top_k)
     if best is not None:
         flat, scores = flat[best], scores[best]
@@ -49,20 +47,25 @@ def find_seeds(
     return group[keep], cell[keep], boxes[keep], scores[keep]
 
 
-def window_max(values: Tensor, kernel: int) -> Tensor:
-    """(B, K, h, w) -> the maximum over each odd ``kernel`` x ``kernel`` window (outside the map: -inf), i.e.
-    ``F.max_pool2d(values, kernel, stride=1, padding=kernel // 2)``: as running maxima of shifted views, rows
-    then columns, several times faster than max_pool2d on the CPU."""
-    radius = kernel // 2
-    padded = F.pad(values, (radius, radius, radius, radius), value=float("-inf"))
+def window_maxima(values: Tensor, flat: Tensor, kernel: int) -> Tensor:
+    """(B, K, h, w) values, (N,) int64 flat indices into them -> (N,) bool: the value is at least every other value
+    of its odd ``kernel`` x ``kernel`` window inside the map, i.e. ``values >= F.max_pool2d(values, kernel, stride=1,
+    padding=kernel // 2)`` at those indices. Checked at the few candidates above the threshold only, neighbour by
+    neighbour, instead of a window maximum over the whole map."""
     h, w = values.shape[-2:]
-    rows = padded[..., :, 0:w]
-    for shift in range(1, kernel):
-        rows = torch.maximum(rows, padded[..., :, shift : shift + w])
-    result = rows[..., 0:h, :]
-    for shift in range(1, kernel):
-        result = torch.maximum(result, rows[..., shift : shift + h, :])
-    return result
+    flat_values = values.flatten()
+    row, col = flat // w % h, flat % w
+    centre = flat_values.index_select(0, flat)
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    radius = kernel // 2
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx == 0:
+                continue
+            inside = (row + dy >= 0) & (row + dy < h) & (col + dx >= 0) & (col + dx < w)
+            neighbour = flat_values.index_select(0, torch.where(inside, flat + dy * w + dx, flat))
+            keep &= centre >= neighbour
+    return keep
 
 
 def fallback_seeds(

@@ -78,7 +78,7 @@ def vote(
             iw = torch.minimum(x1, sx1).sub_(torch.maximum(x0, sx0)).clamp_(min=0)  # (n, c)
             ih = torch.minimum(y1, sy1).sub_(torch.maximum(y0, sy0)).clamp_(min=0)
             inter = iw.mul_(ih)
-            iou = inter / (areas[start:end] + area_s - inter).clamp_(min=1e-6)
+            iou = inter.div_((area_s + areas[start:end]).sub_(inter).clamp_(min=1e-6))
             # Mostly one seed is near the best: it wins (max returns the first maximum). Near-ties go to the
             # nearest centre, then the better score (argmin returns the first minimum).
             best, pick = iou.max(dim=0)

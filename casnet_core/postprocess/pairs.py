@@ -154,7 +154,8 @@ def pair_statistics(pairs: ThingPairs, stride: int, input_scale: tuple[float, fl
     x1, y1 = x0 + cols, y0 + rows
     partial = (area < rows * cols).nonzero().squeeze(1)
     if partial.numel():
-        owner, row_piece, col_piece = cell_blocks(i.index_select(0, partial), j.index_select(0, partial), row_pieces, col_pieces)
+        owner, row_piece, col_piece = cell_blocks(i.index_select(0, partial), j.index_select(0, partial), row_pieces,
+                                                  col_pieces)
         ys, xs, valid = block_pixels(row_piece, col_piece, row_pieces, col_pieces)
         # Layout (R, R', m): the reductions over a block's rows and columns vectorise over the blocks.
         ys, xs, valid = ys.t(), xs.t(), valid.permute(1, 2, 0)

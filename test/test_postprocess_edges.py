@@ -246,11 +246,14 @@ def test_checked_semantic_channels_rejects_shapes_that_do_not_fit():
 
 
 def test_checked_semantic_channels_makes_every_value_outside_the_classes_void():
-    # Three classes 0..2: -1 and 3 (the first channel beyond them) are void, 255 stays void.
+    # Three classes 0..2: -1 and 3 (the first channel beyond them) are void, 255 stays void. The result is int32;
+    # 2**32 + 1 would wrap to class 1 if it were narrowed before the check: void.
     semantic = torch.tensor([[[-1, 0, 1], [2, 3, 255]]], dtype=torch.int32)
     checked = checked_semantic_channels(semantic, 1, 3, (2, 3))
-    assert checked.dtype == torch.int64
+    assert checked.dtype == torch.int32
     assert checked.tolist() == [[[VOID_CHANNEL, 0, 1], [2, VOID_CHANNEL, VOID_CHANNEL]]]
+    huge = torch.tensor([[[2**32 + 1, 1]]], dtype=torch.int64)
+    assert checked_semantic_channels(huge, 1, 3).tolist() == [[[VOID_CHANNEL, 1]]]
 
 
 def test_channel_tables_are_int64_with_minus_1_beyond_the_things():

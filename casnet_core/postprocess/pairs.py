@@ -58,7 +58,7 @@ def thing_pairs(semantic: Tensor, thing_channels: Tensor, num_classes: int, grid
     """Groups the pixels by (image, semantic channel, cell); the groups of thing channels are the pairs.
 
     Args:
-        semantic: (B, H, W) int64 semantic channel of each output pixel, 0..C-1 or ``VOID_CHANNEL``.
+        semantic: (B, H, W) int32 or int64 semantic channel of each output pixel, 0..C-1 or ``VOID_CHANNEL``.
         thing_channels: (K,) int64 semantic channel of each thing class.
         num_classes: C.
         grid_size: (h, w) of the heads' grid.

@@ -30,7 +30,7 @@ def _bilinear_sources(size_out: int, size_in: int, cells_per_pixel: float, devic
 def upsample_semantic(semantic_logits: Tensor, stride: int, output_size: tuple[int, int],
                       input_scale: tuple[float, float] = (1.0, 1.0), *, void_cells: Tensor | None = None,
                       chunk_pixels: int = 1 << 18) -> Tensor:
-    """(B, C, h, w) logits at stride ``stride`` -> (B, H, W) int64 argmax of their bilinear upsampling
+    """(B, C, h, w) logits at stride ``stride`` -> (B, H, W) int32 argmax of their bilinear upsampling
     (align_corners=False) to the output resolution, without materialising the (B, C, H, W) logits.
 
     ``input_scale`` = (sy, sx) network-input pixels per output pixel: output pixel (x, y) reads the cell grid
@@ -63,7 +63,8 @@ def upsample_semantic(semantic_logits: Tensor, stride: int, output_size: tuple[i
     right = torch.cat((cell_class[:, :, 1:], cell_class[:, :, -1:]), dim=2)
     down_right = torch.cat((right[:, 1:], right[:, -1:]), dim=1)
     agreed = (cell_class == down) & (cell_class == right) & (cell_class == down_right)
-    block_class = torch.where(agreed, cell_class, torch.full_like(cell_class, -1))
+    # int32: half the memory of int64 for the (B, H, W) map, which every later stage reads.
+    block_class = torch.where(agreed, cell_class, torch.full_like(cell_class, -1)).int()
     # Every output pixel reads its top-left source cell: one flat gather (index_select, int32 index: several
     # times faster on the CPU than advanced indexing with int64 arithmetic).
     source = _flat_cell_index(row0, col0, batch, h, w)
@@ -156,7 +157,7 @@ def _interpolate_mixed_blocks(semantic: Tensor, logits: Tensor, cell_class: Tens
             floor = _interpolate(_source_logits(sources, own, crowded),
                                  *_weights(row_weights, col_weights, crowded)).amax(dim=0).amin(dim=(0, 1))
             can_win.index_copy_(1, crowded, highest.index_select(1, crowded) >= floor)
-        label = torch.empty((n,) + ys.shape[1:] + xs.shape[1:], dtype=torch.int64, device=device)
+        label = torch.empty((n,) + ys.shape[1:] + xs.shape[1:], dtype=torch.int32, device=device)
         # Mostly two or three classes can win: padded to FEW_CANDIDATES; the few blocks with more go apart.
         few = can_win.sum(dim=0) <= FEW_CANDIDATES
         for blocks, most in ((few.nonzero().squeeze(1), FEW_CANDIDATES), ((~few).nonzero().squeeze(1), num_classes)):
@@ -164,7 +165,7 @@ def _interpolate_mixed_blocks(semantic: Tensor, logits: Tensor, cell_class: Tens
                 # index_select along the blocks' dimension: advanced indexing of an inner dimension is slow.
                 label.index_copy_(0, blocks, _best_candidate(sources, blocks, can_win.index_select(1, blocks),
                                                              *_weights(row_weights, col_weights, blocks),
-                                                             min(most, num_classes)))
+                                                             min(most, num_classes)).int())
         pixel = (cell_image[part][:, None, None] * height + ys[:, :, None]) * width + xs[:, None, :]
         # scatter_, several times faster on the CPU than an indexed assignment; a padding pixel written twice gets
         # the same label both times.
@@ -222,14 +223,15 @@ def _interpolate(sources: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
 
 def checked_semantic_channels(semantic: Tensor, batch: int, num_classes: int,
                               output_size: tuple[int, int] | None = None) -> Tensor:
-    """Separated mode: (B, H, W) integer semantic channels from outside -> (B, H, W) int64, every value outside
+    """Separated mode: (B, H, W) integer semantic channels from outside -> (B, H, W) int32, every value outside
     0..C-1 void (``VOID_CHANNEL``). Raises ValueError on a shape that does not fit."""
     if semantic.dim() != 3 or semantic.shape[0] != batch:
         raise ValueError(f"semantic {tuple(semantic.shape)}: expected ({batch}, H, W)")
     if output_size is not None and tuple(semantic.shape[1:]) != tuple(output_size):
         raise ValueError(f"semantic {tuple(semantic.shape)} does not match output_size {output_size}")
-    semantic = semantic.long()
-    return torch.where((semantic >= 0) & (semantic < num_classes), semantic, torch.full_like(semantic, VOID_CHANNEL))
+    semantic = semantic.long()  # checked before narrowing: a value beyond int32 must not wrap into a class
+    valid = (semantic >= 0) & (semantic < num_classes)
+    return torch.where(valid, semantic, torch.full_like(semantic, VOID_CHANNEL)).int()
 
 
 def channel_tables(thing_channels: Tensor, label_ids: Sequence[int]) -> tuple[Tensor, Tensor]:

@@ -27,7 +27,7 @@ class PanopticOutput:
     Attributes:
         panoptic: (B, H, W) int32 Cityscapes panoptic ids (thing label_id*1000+k, stuff label_id, void 0).
         semantic: (B, H, W) uint8 Cityscapes label ids (0 where void).
-        semantic_channels: (B, H, W) int64 semantic channel per pixel (255 where void).
+        semantic_channels: (B, H, W) int32 semantic channel per pixel (255 where void).
         instance_batch: (N,) int64 image index of each instance.
         instance_ids: (N,) int64 panoptic id.
         instance_classes: (N,) int64 semantic channel.

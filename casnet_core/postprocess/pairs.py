@@ -169,8 +169,8 @@ def pair_statistics(pairs: ThingPairs, stride: int, input_scale: tuple[float, fl
         big = height + width
         for target, value in ((sum_x, (xs * per_col).sum(dim=0)), (sum_y, (ys * per_row).sum(dim=0))):
             target.index_fill_(0, partial, 0).scatter_add_(0, pair, value)
-        x0, y0 = x0.index_fill_(0, partial, big), y0.index_fill_(0, partial, big)
-        x1, y1 = x1.index_fill_(0, partial, 0), y1.index_fill_(0, partial, 0)
+        for target, start in ((x0, big), (y0, big), (x1, 0), (y1, 0)):
+            target.index_fill_(0, partial, start)
         # min(dim).values, not amin: amin of int64 is ~50x slower on the CPU (torch 2.x).
         x0.scatter_reduce_(0, pair, torch.where(per_col > 0, xs, big).min(dim=0).values, "amin")
         y0.scatter_reduce_(0, pair, torch.where(per_row > 0, ys, big).min(dim=0).values, "amin")

@@ -23,7 +23,7 @@ from casnet_core.evaluation import (
     panoptic_quality,
     run_official_evaluators,
 )
-from casnet_core.evaluation.compat import working_directory
+from casnet_core.evaluation.compat import forkserver_workers, working_directory
 from casnet_core.formats import MAX_PANOPTIC_ID, encode_panoptic_rgb, read_panoptic_png, write_png
 
 ROAD, SKY, BUILDING, CAR, PERSON = 7, 23, 11, 26, 24
@@ -338,3 +338,18 @@ def test_working_directory_is_restored_even_on_error(tmp_path):
             assert Path.cwd() == tmp_path.resolve()
             raise RuntimeError("inside")
     assert os.getcwd() == start
+
+
+def test_the_panoptic_evaluators_pool_does_not_fork_the_caller():
+    # cityscapesScripts' panoptic evaluator calls multiprocessing.Pool of its module: within forkserver_workers its
+    # workers are forked from the forkserver process (their parent is not this process, so they inherit neither
+    # its threads' locks nor its signal handlers); afterwards the module has its own multiprocessing back.
+    import multiprocessing
+    import types
+
+    module = types.SimpleNamespace(multiprocessing=multiprocessing)
+    with forkserver_workers(module):
+        with module.multiprocessing.Pool(processes=1) as pool:
+            worker_parent = pool.apply(os.getppid)
+    assert worker_parent != os.getpid()
+    assert module.multiprocessing is multiprocessing

@@ -1,12 +1,14 @@
 """What it takes to call cityscapesScripts 2.3.0 (its last release) in-process: NumPy 2 shims, its
-printed output kept in a log, its ``sys.exit`` turned into an exception, and a working directory that
-is restored afterwards (Python 3.10 has no ``contextlib.chdir``)."""
+printed output kept in a log, its ``sys.exit`` turned into an exception, a working directory that
+is restored afterwards (Python 3.10 has no ``contextlib.chdir``), and worker processes that do not fork
+the caller."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -69,6 +71,26 @@ def numpy2_compat(module: Any) -> Iterator[None]:
             module.writeDict2JSON = original_writer
         if added_in1d:
             del np.in1d
+
+
+@contextlib.contextmanager
+def forkserver_workers(module: Any) -> Iterator[None]:
+    """The panoptic evaluator runs its images in a ``multiprocessing.Pool`` of the default start method: on Linux a
+    fork of the calling process, whose PyTorch, onnxruntime or DDS threads may hold locks the children then wait on,
+    and whose stop-signal handlers (``casnet replay``) they inherit. Seen: a replay's evaluation waiting forever on
+    a pool worker that the pool's SIGTERM did not end. For the duration of one call, ``module``'s
+    ``multiprocessing`` is the forkserver context (workers forked from a fresh server process, default signal
+    handlers), as ``casnet replay --live`` does for its whole process. Paths given to the evaluator must be
+    absolute: the workers do not share the caller's working directory."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    original = module.multiprocessing
+    module.multiprocessing = multiprocessing.get_context("forkserver")
+    try:
+        yield
+    finally:
+        module.multiprocessing = original
 
 
 @contextlib.contextmanager

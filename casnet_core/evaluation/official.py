@@ -17,7 +17,13 @@ from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as offic
 from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 
 from casnet_core.data import list_samples
-from casnet_core.evaluation.compat import numpy2_compat, official_errors, redirect_output, working_directory
+from casnet_core.evaluation.compat import (
+    forkserver_workers,
+    numpy2_compat,
+    official_errors,
+    redirect_output,
+    working_directory,
+)
 from casnet_core.evaluation.metrics import metrics_from_official_results
 from casnet_core.evaluation.writers import CityscapesResultWriter
 from casnet_core.formats import atomic_write
@@ -98,10 +104,10 @@ def run_panoptic_evaluator(
             raise ValueError(f"no panoptic ground truth for {sorted(missing)[:3]}")
         gt_json = Path(results_file).parent / f"gt_{Path(gt_json).name}"
         gt_json.write_text(json.dumps(gt))
-    with official_errors("panoptic"):
+    with official_errors("panoptic"), forkserver_workers(official_panoptic):
         try:
-            return official_panoptic.evaluatePanoptic(str(gt_json), str(gt_folder), str(pred_json),
-                                                      str(pred_folder), str(results_file))
+            return official_panoptic.evaluatePanoptic(str(gt_json), str(Path(gt_folder).resolve()), str(pred_json),
+                                                      str(Path(pred_folder).resolve()), str(results_file))
         except ZeroDivisionError as error:
             # pq_average divides by the number of classes present, for things and for stuff alike.
             raise RuntimeError("the official panoptic evaluator needs at least one thing and one stuff "

@@ -122,12 +122,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    threads = args.postprocess_threads
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     space = class_space("panoptic")
     model = build_casnet(backbone="hrnet_w18_small", mode="panoptic").eval()
 
-    print(f"torch {torch.__version__}, CPU threads: forward {torch.get_num_threads()}, post-processing {threads}")
+    print(f"torch {torch.__version__}, CPU threads: forward {torch.get_num_threads()}, "
+          f"post-processing {args.postprocess_threads}")
     print(f"{'device':8} {'size':>10} {'instances':>9} {'visible':>7} {'found':>6} {'postprocess s':>14} "
           f"{'forward s':>10} {'ratio':>6}")
     failures = 0
@@ -142,7 +142,7 @@ def main() -> int:
 
             def postprocess(heads):
                 # On the threads the Predictor gives it (one on the CPU; the forward pass keeps all).
-                with cpu_threads(threads if device.type == "cpu" else torch.get_num_threads()):
+                with cpu_threads(args.postprocess_threads, device):
                     return common_attribute_support(
                         heads["attributes"], heads["box_logits"], semantic_logits=heads["semantic"],
                         thing_classes=space.thing_classes, label_ids=space.label_ids, stride=STRIDE)

@@ -26,11 +26,12 @@ POSTPROCESS_THREADS = 1
 
 
 @contextmanager
-def cpu_threads(count: int) -> Iterator[None]:
-    """PyTorch's intra-op threads set to ``count`` inside the block, restored after. OpenMP keeps the setting per
-    thread, so other threads of the process (another camera's worker) keep theirs."""
+def cpu_threads(count: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``count`` inside the block when it computes on the CPU (``device``),
+    restored after; unchanged for another device. OpenMP keeps the setting per thread, so other threads of the
+    process (another camera's worker) keep theirs."""
     previous = torch.get_num_threads()
-    if previous == count:
+    if previous == count or torch.device(device).type != "cpu":
         yield
         return
     torch.set_num_threads(count)
@@ -348,7 +349,7 @@ class Predictor:
             timings["forward"] = time.perf_counter() - start
 
             start = time.perf_counter()
-            with cpu_threads(POSTPROCESS_THREADS if self.device.type == "cpu" else torch.get_num_threads()):
+            with cpu_threads(POSTPROCESS_THREADS, self.device):
                 result = common_attribute_support(
                     outputs["attributes"].float(),
                     outputs["box_logits"].float(),

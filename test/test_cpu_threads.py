@@ -43,6 +43,8 @@ def test_cpu_threads_sets_the_count_inside_and_restores_it_after_an_error():
                 assert torch.get_num_threads() == 1
                 raise RuntimeError("the post-processing failed")
         assert torch.get_num_threads() == 2
+        with cpu_threads(1, "cuda"):  # computing on another device: the CPU threads stay as they are
+            assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from casnet_core.labels import LABEL_DIVISOR
-from casnet_core.postprocess.pairs import PairStatistics
+from casnet_core.postprocess.pairs import PairStatistics, group_rows
 
 
 def number_instances(alive: Tensor, seed_groups: Tensor, num_things: int,
@@ -42,11 +42,8 @@ def pair_class_probability(semantic_logits: Tensor, pair_key: Tensor, thing_chan
     batch, num_classes, h, w = semantic_logits.shape
     class_prob = torch.softmax(semantic_logits.float(), dim=1).flatten()  # (B * C * h * w)
     group = pair_key // (h * w)
-    # (B * K,) first entry of each group's class map: a small table looked up with index_select (several times
-    # faster on the CPU than advanced indexing).
-    images = torch.arange(batch, device=pair_key.device)
-    group_start = ((images[:, None] * num_classes + thing_channels[None, :]) * (h * w)).flatten()
-    return class_prob.index_select(0, group_start.index_select(0, group) + (pair_key - group * (h * w)))
+    rows = group_rows(batch, num_classes, thing_channels)  # row of each group's class map in (B * C, h * w)
+    return class_prob.index_select(0, rows.index_select(0, group) * (h * w) + (pair_key - group * (h * w)))
 
 
 def instance_scores(seed_scores: Tensor, instance_seed: Tensor, pair_seed: Tensor, pair_pixels: Tensor,

@@ -53,6 +53,14 @@ def pixel_cells(output_size: tuple[int, int], grid_size: tuple[int, int], stride
     return rows.long().clamp(0, h - 1), cols.long().clamp(0, w - 1)
 
 
+def group_rows(batch: int, num_channels: int, thing_channels: Tensor) -> Tensor:
+    """(B * K,) int64 the row of each group (image * K + k) in a (B, num_channels, ...) layout of channels:
+    image * num_channels + the channel of thing class k. A small table that the stages look up by group with
+    ``index_select`` (several times faster on the CPU than computing it per pair, or advanced indexing)."""
+    images = torch.arange(batch, device=thing_channels.device)
+    return (images[:, None] * num_channels + thing_channels[None, :]).flatten()
+
+
 def thing_pairs(semantic: Tensor, thing_channels: Tensor, num_classes: int, grid_size: tuple[int, int], stride: int,
                 input_scale: tuple[float, float] = (1.0, 1.0)) -> ThingPairs:
     """Groups the pixels by (image, semantic channel, cell); the groups of thing channels are the pairs.
@@ -83,8 +91,7 @@ def thing_pairs(semantic: Tensor, thing_channels: Tensor, num_classes: int, grid
     # One count of every key gives the pairs (the thing channels' keys, in the (B, K, h, w) layout of pair_key)
     # and the pixels of each channel (the stuff area of maps.panoptic_map).
     counts = torch.bincount(pixel_key.flatten(), minlength=keys).view(batch * (num_classes + 1), cells)
-    thing_rows = (torch.arange(batch, device=semantic.device)[:, None] * (num_classes + 1) + thing_channels).flatten()
-    thing_counts = counts.index_select(0, thing_rows).flatten()  # whole rows: (B, K, h * w)
+    thing_counts = counts.index_select(0, group_rows(batch, num_classes + 1, thing_channels)).flatten()  # (B, K, h*w)
     pair_key = thing_counts.nonzero().squeeze(1)
     pair_group = pair_key // cells
     channel_pixels = counts.sum(dim=1).view(batch, num_classes + 1)
@@ -96,11 +103,8 @@ def pair_pixel_key(pairs: ThingPairs) -> Tensor:
     """(P,) int64 the pixel key (:class:`ThingPairs`) of each pair."""
     cells = pairs.grid_size[0] * pairs.grid_size[1]
     batch, num_channels = pairs.channel_pixels.shape
-    images = torch.arange(batch, device=pairs.pair_key.device)
-    # (B * K,) the pixel-key row (image * (C + 1) + channel) of each group; index_select: a small table looked up
-    # by many indices, several times faster on the CPU than advanced indexing.
-    row_of_group = (images[:, None] * num_channels + pairs.thing_channels[None, :]).flatten()
-    return row_of_group.index_select(0, pairs.pair_group) * cells + pairs.pair_cell
+    rows = group_rows(batch, num_channels, pairs.thing_channels)  # pixel-key row: image * (C + 1) + channel
+    return rows.index_select(0, pairs.pair_group) * cells + pairs.pair_cell
 
 
 def pixel_values(pairs: ThingPairs, pair_values: Tensor, channel_values: Tensor) -> Tensor:

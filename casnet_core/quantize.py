@@ -45,7 +45,7 @@ MAX_FOLDER_IMAGES = 64
 #: The head modules whose output convolution stays float (see the module docstring).
 FLOAT_HEADS = ("semantic_head", "attribute_head", "box_head")
 #: Version of the recipe above: part of the cache key, so a changed recipe never reuses an old file.
-RECIPE = "qdq-u8s8-perchannel-minmax-average-shapes-float-biascorrected-3"
+RECIPE = "qdq-u8s8-perchannel-minmax-average-shapes-float-biascorrected-4"
 #: Calibration images the bias correction measures its means on, at most (the first ones): it runs the network
 #: once per convolution (about 55) over them.
 BIAS_CORRECTION_IMAGES = 8
@@ -221,10 +221,11 @@ def quantize_int8(onnx_model: bytes, images: Iterator[np.ndarray] | Sequence[np.
 def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) -> int:
     """Empirical bias correction of an int8 QDQ model (Nagel et al., "Data-Free Quantization through Weight
     Equalization and Bias Correction", 2019, section 4.2, with the means measured on data), in place: for each
-    convolution in graph order, the mean of its output per channel over ``batches`` (pre-activation, the
-    QDQ graph's float arithmetic) is measured in ``float_model`` and in ``quantized_model`` with the
-    convolutions before it already corrected, and the difference is added to its bias (the int32 quantized
-    bias in steps of its scale, or the float bias of a convolution left float). Written here because
+    convolution in graph order, the mean of its output per channel over ``batches`` (pre-activation) is
+    measured in ``float_model`` and in ``quantized_model`` with the convolutions before it already corrected,
+    both run by onnxruntime as it runs them for inference (the convolutions before it on its int8 kernels), and
+    the difference is added to its bias (the int32 quantized bias in steps of its scale, or the float bias of a
+    convolution left float). Written here because
     onnxruntime's quantization tools have none (NNCF's works inside its own quantizer only).
 
     Args:
@@ -246,14 +247,11 @@ def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) 
         return 0
     initializers = {tensor.name: tensor for tensor in quantized_model.graph.initializer}
     producers = {output: node for node in quantized_model.graph.node for output in node.output}
-    options = onnxruntime.SessionOptions()
-    # The QDQ graph as written (no fusion into integer kernels), so that every Conv output can be read.
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
 
     def channel_means(model, outputs: list[str]) -> list[np.ndarray]:
         # Only the part of the graph the outputs need (onnxruntime runs every node of a session otherwise).
         part = Extractor(model).extract_model([input_name], outputs)
-        session = onnxruntime.InferenceSession(part.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
         sums: list = [0.0] * len(outputs)
         for batch in batches:
             values = session.run(outputs, {input_name: batch})

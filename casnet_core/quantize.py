@@ -225,8 +225,8 @@ def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) 
     measured in ``float_model`` and in ``quantized_model`` with the convolutions before it already corrected,
     both run by onnxruntime as it runs them for inference (the convolutions before it on its int8 kernels), and
     the difference is added to its bias (the int32 quantized bias in steps of its scale, or the float bias of a
-    convolution left float). Written here because
-    onnxruntime's quantization tools have none (NNCF's works inside its own quantizer only).
+    convolution left float). Written here because onnxruntime's quantization tools have none (NNCF's works inside
+    its own quantizer only).
 
     Args:
         float_model: the ``onnx.ModelProto`` that was quantized (same node names).
@@ -235,18 +235,28 @@ def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) 
 
     Returns the number of convolutions corrected.
     """
+    import onnx
     import onnxruntime
     from onnx import numpy_helper
     from onnx.utils import Extractor
 
     input_name = quantized_model.graph.input[0].name
     float_outputs = {node.name: node.output[0] for node in float_model.graph.node if node.op_type == "Conv"}
-    convs = [node for node in quantized_model.graph.node
-             if node.op_type == "Conv" and len(node.input) > 2 and node.input[2] and node.name in float_outputs]
-    if not convs or not batches:
-        return 0
     initializers = {tensor.name: tensor for tensor in quantized_model.graph.initializer}
     producers = {output: node for node in quantized_model.graph.node for output in node.output}
+
+    def bias_tensor(conv) -> tuple[onnx.TensorProto, np.ndarray | None] | None:
+        """The initializer to shift and, for a quantized bias, its scale; None for a bias computed in the graph."""
+        source = producers.get(conv.input[2])
+        if source is not None and source.op_type == "DequantizeLinear" and source.input[0] in initializers:
+            return initializers[source.input[0]], numpy_helper.to_array(initializers[source.input[1]])
+        return (initializers[conv.input[2]], None) if conv.input[2] in initializers else None
+
+    biases = {node.name: bias_tensor(node) for node in quantized_model.graph.node
+              if node.op_type == "Conv" and len(node.input) > 2 and node.input[2] and node.name in float_outputs}
+    convs = [node for node in quantized_model.graph.node if biases.get(node.name) is not None]
+    if not convs or not batches:
+        return 0
 
     def channel_means(model, outputs: list[str]) -> list[np.ndarray]:
         # Only the part of the graph the outputs need (onnxruntime runs every node of a session otherwise).
@@ -259,25 +269,18 @@ def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) 
         return [total / len(batches) for total in sums]
 
     targets = channel_means(float_model, [float_outputs[node.name] for node in convs])
-    corrected = 0
     for node, target in zip(convs, targets):
         (mean,) = channel_means(quantized_model, [node.output[0]])
         shift = target - mean
-        bias_source = producers.get(node.input[2])
-        if bias_source is not None and bias_source.op_type == "DequantizeLinear":
-            quantized = initializers[bias_source.input[0]]
-            scale = numpy_helper.to_array(initializers[bias_source.input[1]]).astype(np.float64)
-            values = numpy_helper.to_array(quantized).astype(np.int64) + np.round(shift / scale).astype(np.int64)
+        tensor, scale = biases[node.name]
+        if scale is None:  # a float bias
+            values = (numpy_helper.to_array(tensor) + shift).astype(np.float32)
+        else:  # int32, in steps of its scale
+            steps = numpy_helper.to_array(tensor).astype(np.int64) + np.round(shift / scale).astype(np.int64)
             limits = np.iinfo(np.int32)
-            quantized.CopyFrom(numpy_helper.from_array(np.clip(values, limits.min, limits.max).astype(np.int32),
-                                                       quantized.name))
-        elif node.input[2] in initializers:
-            bias = initializers[node.input[2]]
-            bias.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(bias) + shift).astype(np.float32), bias.name))
-        else:  # a bias computed in the graph: nothing to shift
-            continue
-        corrected += 1
-    return corrected
+            values = np.clip(steps, limits.min, limits.max).astype(np.int32)
+        tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    return len(convs)
 
 
 def semantic_agreement(reference: dict, other: dict) -> float:

@@ -18,8 +18,9 @@ The contract of the file, for onnxruntime, TensorRT or any other runtime:
   ``mode``, ``class_names`` (JSON list, one per semantic channel), ``config`` (JSON, the builder
   arguments of ``casnet_core.model.build_casnet``), ``output_stride``, ``size_divisor``, ``pixel_mean``
   (JSON list, RGB 0..255); an int8 export (``--int8``, ``casnet_core.quantize``) adds ``precision``
-  (``int8``), ``calibration``, ``float_nodes`` and ``bias_correction`` (how many biases were corrected), with
-  the same float32 input and outputs.
+  (``int8``), ``calibration``, ``float_nodes``, ``input_grid`` (``pixels`` where the input is quantized one step per
+  pixel value), ``weight_rounding`` (how many convolutions' integer weights GPTQ chose) and ``bias_correction``
+  (how many biases were corrected), with the same float32 input and outputs.
 
 ``casnet export --int8 [--calibration DIR]`` writes the int8 version instead (static quantization, QDQ,
 per-channel weights), calibrated on generated scenes or on the images of DIR, and prints how often its
@@ -406,7 +407,7 @@ def _int8(data: bytes, model: nn.Module, args: argparse.Namespace) -> bytes:
     from casnet_core.quantize import CalibrationError, calibration_images, quantize_int8, semantic_agreement
 
     label = "generated scenes" if args.calibration is None else f"the images of {args.calibration}"
-    print(f"quantizing to int8 (QDQ, per-channel, bias-corrected), calibrated on {label}")
+    print(f"quantizing to int8 (QDQ, per-channel, GPTQ-rounded, bias-corrected), calibrated on {label}")
     try:
         quantized = quantize_int8(data, calibration_images(args.calibration), calibration=label)
     except CalibrationError as error:

@@ -10,6 +10,12 @@ its integer kernels (AVX-512 VNNI on current x86 CPUs):
   of the same pixel sizes give the activations their ranges); or the images of a folder of the user's
   (``--calibration DIR``), each scaled to fit inside ``CALIBRATION_SIZE`` (aspect ratio kept) and padded to
   the size divisor with the mean colour, as the Predictor pads;
+* the input quantized on the pixel grid (``pixel_grid_input``), one uint8 step per pixel value, where the
+  normalisation allows (tf_efficientnet_lite's), instead of its calibrated range;
+* weights rounded to their integers as GPTQ does (``round_weights``), not to the nearest: each convolution's
+  integer weights (on onnxruntime's per-channel scales) are chosen column by column so that its output on the
+  calibration images, given its int8 inputs, stays closest to the float weights' (the rounding, not the ranges,
+  is most of the int8 error of this network's maps);
 * bias-corrected (``correct_biases``): each convolution's bias is shifted so that, on the calibration images, the
   int8 network's per-channel mean output equals the float network's (int8 rounding in the backbone otherwise
   shifts the means of the features, and so the heads' logits, by a few hundredths);
@@ -19,8 +25,9 @@ its integer kernels (AVX-512 VNNI on current x86 CPUs):
   share of the time (``bench/bench_cpu_precision.py`` measures PQ both ways with ``--quantize-heads``).
 
 The result keeps the export's contract (float32 input and outputs, same names and metadata) and adds the
-metadata ``precision`` (``int8``) and ``calibration`` (what it was calibrated on), so every reader of the
-Predictor's outputs is unchanged: the post-processing still gets float32 heads.
+metadata ``precision`` (``int8``), ``calibration`` (what it was calibrated on), ``float_nodes``, ``input_grid``
+(``pixels`` or ``calibrated``), ``weight_rounding`` and ``bias_correction`` (how many convolutions each changed), so
+every reader of the Predictor's outputs is unchanged: the post-processing still gets float32 heads.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 #: Generated calibration scenes by default, their size (the default model's training scale) and first seed
 #: (far from the seeds of ``casnet synth``'s train and val splits).
@@ -45,10 +54,16 @@ MAX_FOLDER_IMAGES = 64
 #: The head modules whose output convolution stays float (see the module docstring).
 FLOAT_HEADS = ("semantic_head", "attribute_head", "box_head")
 #: Version of the recipe above: part of the cache key, so a changed recipe never reuses an old file.
-RECIPE = "qdq-u8s8-perchannel-minmax-average-shapes-float-biascorrected-4"
-#: Calibration images the bias correction measures its means on, at most (the first ones): it runs the network
-#: once per convolution (about 55) over them.
+RECIPE = "qdq-u8s8-perchannel-minmax-average-shapes-float-pixelgrid-gptq-biascorrected-6"
+#: Calibration images the weight rounding and the bias correction measure on, at most (the first ones): each runs
+#: the network once per convolution (about 55) over them.
 BIAS_CORRECTION_IMAGES = 8
+#: GPTQ's dampening: this fraction of the mean of a Hessian's diagonal is added to it before it is inverted (the
+#: paper's 1 %; measured 0.1 % and 10 % within the noise of the map agreement).
+ROUNDING_DAMPING = 0.01
+#: Output positions per calibration image a convolution's Hessian is estimated on, at most (a seeded subset; only
+#: the layers at stride 2 to 8, whose Hessians are at most 144 wide, have more).
+ROUNDING_POSITIONS = 8192
 
 
 class CalibrationError(ValueError):
@@ -161,7 +176,8 @@ def shape_nodes(model_proto) -> list[str]:
 
 def quantize_int8(onnx_model: bytes, images: Iterator[np.ndarray] | Sequence[np.ndarray], *,
                   size: tuple[int, int] = CALIBRATION_SIZE, calibration: str = "generated scenes",
-                  quantize_heads: bool = False, bias_correction: bool = True) -> bytes:
+                  quantize_heads: bool = False, pixel_grid: bool = True, weight_rounding: bool = True,
+                  bias_correction: bool = True) -> bytes:
     """The int8 (QDQ, per-channel) version of a CASNet ONNX file, as bytes (see the module docstring).
 
     Args:
@@ -170,7 +186,10 @@ def quantize_int8(onnx_model: bytes, images: Iterator[np.ndarray] | Sequence[np.
         size: the box calibration images are scaled to fit inside.
         calibration: what the images are, written into the metadata.
         quantize_heads: also quantize the heads' output convolutions (measured: costs accuracy).
-        bias_correction: shift the biases (``correct_biases``) on the first ``BIAS_CORRECTION_IMAGES`` images.
+        pixel_grid: quantize the input on the pixel grid where the normalisation allows (``pixel_grid_input``).
+        weight_rounding: choose the integer weights as GPTQ does (``round_weights``), not the nearest ones.
+        bias_correction: shift the biases (``correct_biases``). Both measure on the first
+            ``BIAS_CORRECTION_IMAGES`` images.
 
     Raises CalibrationError when ``images`` is empty.
     """
@@ -211,11 +230,261 @@ def quantize_int8(onnx_model: bytes, images: Iterator[np.ndarray] | Sequence[np.
             extra_options={"CalibMovingAverage": True},
         )
         quantized = onnx.load(str(output))
-    corrected = correct_biases(prepared_proto, quantized, batches[:BIAS_CORRECTION_IMAGES]) if bias_correction else 0
-    meta.update(precision="int8", calibration=calibration,
-                float_nodes=json.dumps(excluded), bias_correction=str(corrected))
+    on_pixel_grid = pixel_grid_input(prepared_proto, quantized) if pixel_grid else False
+    measured = batches[:BIAS_CORRECTION_IMAGES]
+    rounded = round_weights(prepared_proto, quantized, measured) if weight_rounding else 0
+    corrected = correct_biases(prepared_proto, quantized, measured) if bias_correction else 0
+    meta.update(precision="int8", calibration=calibration, float_nodes=json.dumps(excluded),
+                input_grid="pixels" if on_pixel_grid else "calibrated", weight_rounding=str(rounded),
+                bias_correction=str(corrected))
     onnx.helper.set_model_props(quantized, meta)
     return quantized.SerializeToString()
+
+
+def pixel_grid_input(float_model, quantized_model) -> bool:
+    """Quantize the network's input on the pixel grid, in place, where one uint8 step can be one pixel value: the
+    normalized image ``(pixels - mean) / std`` gets the scale ``1 / std`` and the zero point ``round(mean)``
+    (``Sub`` takes that integer mean), so each 0..255 pixel value is its own integer; the convolutions reading the
+    input get ``weights . (round(mean) - mean) / std`` added to their biases (their zero padding sees that
+    shift, ~0.004 for the tf_efficientnet_lite mean 127.5). The calibrated range misses pixel values (default model:
+    a step of 0.0075 against the pixels' 0.0078, the darkest and brightest values clipped).
+
+    Only where ``std`` is the same for the three channels and every channel's mean is within half a pixel value
+    of one integer (tf_efficientnet_lite's 127.5); else nothing changes.
+
+    Args:
+        float_model: the ``onnx.ModelProto`` that was quantized (same node names; its float weights).
+        quantized_model: its QDQ quantization (``quantize_static``), modified in place.
+
+    Returns whether the input was put on the pixel grid.
+    """
+    from onnx import numpy_helper
+
+    graph = quantized_model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def only_consumer(name: str, op_type: str):
+        found = consumers.get(name, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op_type else None
+
+    # The export's normalisation: images -> Sub(mean) -> Div(std) -> QuantizeLinear.
+    subtract = only_consumer(graph.input[0].name, "Sub")
+    divide = only_consumer(subtract.output[0], "Div") if subtract is not None else None
+    quantizer = only_consumer(divide.output[0], "QuantizeLinear") if divide is not None else None
+    if quantizer is None or subtract.input[1] not in initializers or divide.input[1] not in initializers:
+        return False
+    mean = numpy_helper.to_array(initializers[subtract.input[1]]).astype(np.float64).reshape(-1)
+    std = numpy_helper.to_array(initializers[divide.input[1]]).astype(np.float64).reshape(-1)
+    zero_point = float(np.round(mean.mean()))
+    if np.ptp(std) > 0 or np.abs(mean - zero_point).max() > 0.5 or not 0 <= zero_point <= 255:
+        return False
+    dequantizers = consumers.get(quantizer.output[0], [])
+    convs = [node for dequantizer in dequantizers for node in consumers.get(dequantizer.output[0], [])]
+    float_weights = {node.name: node.input[1] for node in float_model.graph.node if node.op_type == "Conv"}
+    float_initializers = {tensor.name: tensor for tensor in float_model.graph.initializer}
+
+    def quantized_bias(conv):
+        source = producers.get(conv.input[2]) if len(conv.input) > 2 else None
+        if source is None or source.op_type != "DequantizeLinear" or source.input[0] not in initializers:
+            return None
+        return source
+
+    if (not dequantizers or any(node.op_type != "DequantizeLinear" for node in dequantizers) or not convs
+            or any(node.op_type != "Conv" or quantized_bias(node) is None
+                   or float_initializers.get(float_weights.get(node.name)) is None for node in convs)):
+        return False
+    new_scale = 1.0 / float(std[0])
+    shift = (zero_point - np.broadcast_to(mean, (3,))) / std[0]  # per input channel: old input = new input + shift
+
+    def write(name: str, values: np.ndarray) -> None:
+        tensor = initializers[name]
+        tensor.CopyFrom(numpy_helper.from_array(values.astype(numpy_helper.to_array(tensor).dtype), name))
+
+    for conv in convs:
+        weights = numpy_helper.to_array(float_initializers[float_weights[conv.name]]).astype(np.float64)
+        source = quantized_bias(conv)
+        bias = (numpy_helper.to_array(initializers[source.input[0]]).astype(np.float64)
+                * numpy_helper.to_array(initializers[source.input[1]]).astype(np.float64)
+                + np.einsum("oikl,i->o", weights, shift))
+        # onnxruntime's integer convolution takes the bias in steps of input scale x weight scale.
+        weight_scales = numpy_helper.to_array(initializers[producers[conv.input[1]].input[1]]).astype(np.float64)
+        steps_scale = new_scale * weight_scales
+        limits = np.iinfo(np.int32)
+        write(source.input[0], np.clip(np.round(bias / steps_scale), limits.min, limits.max))
+        write(source.input[1], steps_scale)
+    # A new constant: the export's Div may share the mean's (127.5 / 127.5).
+    means = numpy_helper.to_array(initializers[subtract.input[1]])
+    graph.initializer.append(numpy_helper.from_array(np.full(means.shape, zero_point, means.dtype),
+                                                     subtract.input[1] + "_pixel_grid"))
+    subtract.input[1] = subtract.input[1] + "_pixel_grid"
+    for node in [quantizer, *dequantizers]:
+        write(node.input[1], np.array(new_scale))
+        write(node.input[2], np.array(zero_point))
+    return True
+
+
+def gptq_integers(weights: torch.Tensor, scales: torch.Tensor, hessians: torch.Tensor, *,
+                  damping: float = ROUNDING_DAMPING, limit: int = 127, block: int = 128) -> torch.Tensor:
+    """Integer weights for float ``weights`` on fixed per-row ``scales``, chosen as GPTQ does (Frantar et al.,
+    "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers", 2023, algorithm 1, in the
+    columns' order; its "act order", largest inputs first, measured no better here): column by column, each column
+    rounded to the nearest and its rounding error, weighted by the inverse Hessian, taken off the columns not yet
+    rounded, so that ``(integers * scales) @ x`` stays close to ``weights @ x`` for the inputs ``x`` the Hessian
+    ``sum x x^T`` was gathered on.
+
+    Args:
+        weights: (R, D) float weights, one row per output channel.
+        scales: (R,) the step of each row's integers.
+        hessians: (D, D) shared by every row (a dense convolution's input patches), or (R, D, D) one per row (a
+            depthwise convolution: each output channel sees its own input channel).
+        damping: fraction of the mean of each Hessian's diagonal added to it before it is inverted.
+        limit: the integers' largest magnitude (onnxruntime's symmetric int8 weights: 127).
+        block: columns whose errors are taken off the later columns together (the result does not depend on it).
+
+    Returns (R, D) integer-valued float64 weights in ``[-limit, limit]``.
+    """
+    weights = weights.to(torch.float64).clone()
+    scales = scales.to(torch.float64)
+    hessians = hessians.to(torch.float64)
+    shared = hessians.dim() == 2
+    hessians = hessians.unsqueeze(0) if shared else hessians
+    diagonal = torch.diagonal(hessians, dim1=1, dim2=2)
+    # Inputs that are always zero (diagonal 0) carry no error: a unit diagonal keeps the inverse defined.
+    dampened = hessians + torch.diag_embed(damping * diagonal.mean(1, keepdim=True).expand_as(diagonal)
+                                           + (diagonal == 0).to(torch.float64))
+    inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(dampened)), upper=True)
+    integers = torch.zeros_like(weights)
+    width = weights.shape[1]
+    for start in range(0, width, block):
+        end = min(start + block, width)
+        errors = torch.zeros((weights.shape[0], end - start), dtype=torch.float64)
+        for offset, column in enumerate(range(start, end)):
+            integers[:, column] = torch.clamp(torch.round(weights[:, column] / scales), -limit, limit)
+            row = inverse[:, column, column:end]  # (1 or R, end - column)
+            errors[:, offset] = (weights[:, column] - integers[:, column] * scales) / row[:, 0]
+            weights[:, column:end] -= errors[:, offset, None] * row
+        # The block's errors reach the columns after it at once (GPTQ's lazy batch: the same result, less traffic).
+        if end < width:
+            weights[:, end:] -= (errors @ inverse[0, start:end, end:] if shared
+                                 else torch.einsum("rb,rbe->re", errors, inverse[:, start:end, end:]))
+    return integers
+
+
+def convolution_patches(inputs: torch.Tensor, *, kernel: Sequence[int], strides: Sequence[int],
+                        pads: Sequence[int], dilations: Sequence[int], count: int | None = None,
+                        random: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input patches a 2D convolution multiplies its weights with, at its output positions.
+
+    Args:
+        inputs: (1, C, H, W) the convolution's input.
+        kernel, strides, dilations: (kh, kw), (sh, sw), (dh, dw); pads: ONNX's (top, left, bottom, right).
+        count: at most this many output positions, drawn by ``random`` without replacement (all when None).
+
+    Returns (C, kh * kw, P) patches, in the order of a weight tensor's (C, kh, kw) dimensions flattened, and their
+    (P,) int64 flat indices into the (H_out, W_out) output grid.
+    """
+    padded = F.pad(inputs[0], (pads[1], pads[3], pads[0], pads[2]))
+    out_height, out_width = ((padded.shape[1 + axis] - dilations[axis] * (kernel[axis] - 1) - 1) // strides[axis] + 1
+                             for axis in (0, 1))
+    cells = out_height * out_width
+    if count is None or cells <= count:
+        positions = torch.arange(cells)
+        if tuple(kernel) == (1, 1) and tuple(strides) == (1, 1) and not any(pads):  # the input itself
+            return padded.reshape(padded.shape[0], 1, cells), positions
+    else:  # sorted: the gather below then reads the image in order (~1.5x faster)
+        positions = torch.from_numpy(np.sort(random.choice(cells, count, replace=False)))
+    out_rows, out_cols = positions // out_width, positions % out_width
+    offset_rows, offset_cols = (grid.reshape(-1) for grid in torch.meshgrid(
+        torch.arange(kernel[0]) * dilations[0], torch.arange(kernel[1]) * dilations[1], indexing="ij"))
+    flat = (out_rows[None] * strides[0] + offset_rows[:, None]) * padded.shape[2] + (
+        out_cols[None] * strides[1] + offset_cols[:, None])  # (kh * kw, P) indices into the padded image
+    gathered = torch.index_select(padded.reshape(padded.shape[0], -1), 1, flat.reshape(-1))
+    return gathered.reshape(padded.shape[0], *flat.shape), positions
+
+
+def round_weights(float_model, quantized_model, batches: Sequence[np.ndarray], *,
+                  damping: float = ROUNDING_DAMPING, positions: int = ROUNDING_POSITIONS, seed: int = 0) -> int:
+    """GPTQ rounding of an int8 QDQ model's convolution weights, in place: for each convolution with int8 weights
+    (dense or depthwise), in graph order, its inputs on ``batches`` are taken from ``quantized_model`` as onnxruntime
+    runs it (the convolutions before it already rounded), their Hessian gathered at up to ``positions`` output
+    positions per image, and its integers chosen by ``gptq_integers`` from ``float_model``'s weights on the scales
+    onnxruntime's quantizer chose (so the graph, and its speed, are unchanged). Written here because onnxruntime's
+    tools apply GPTQ to 4-bit MatMul weights only.
+
+    Args:
+        float_model: the ``onnx.ModelProto`` that was quantized (same node names; its float weights).
+        quantized_model: its QDQ quantization (``quantize_static``), modified in place.
+        batches: (1, 3, H, W) float32 network inputs (``network_batch``).
+        damping: ``gptq_integers``'s dampening.
+        positions: output positions per image a Hessian is gathered on, at most (a random subset).
+        seed: of that subset.
+
+    Returns the number of convolutions rounded.
+    """
+    import onnx
+    import onnxruntime
+    from onnx import helper, numpy_helper
+    from onnx.utils import Extractor
+
+    graph = quantized_model.graph
+    input_name = graph.input[0].name
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output}
+    float_initializers = {tensor.name: tensor for tensor in float_model.graph.initializer}
+    float_weights = {node.name: float_initializers.get(node.input[1]) for node in float_model.graph.node
+                     if node.op_type == "Conv"}
+    # The Extractor finds a tensor by its value_info: the quantizer's DequantizeLinear outputs have none.
+    known = {info.name for info in graph.value_info} | {output.name for output in graph.output}
+    added = [helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None) for node in graph.node
+             if node.op_type == "DequantizeLinear" and node.output[0] not in known]
+    graph.value_info.extend(added)
+    random = np.random.default_rng(seed)
+    rounded = 0
+    for conv in [node for node in graph.node if node.op_type == "Conv"]:
+        source = producers.get(conv.input[1])
+        if (source is None or source.op_type != "DequantizeLinear" or source.input[0] not in initializers
+                or float_weights.get(conv.name) is None):
+            continue  # a float convolution (the heads' outputs)
+        integers_tensor = initializers[source.input[0]]
+        integers = numpy_helper.to_array(integers_tensor)
+        zero_points = (numpy_helper.to_array(initializers[source.input[2]]) if len(source.input) > 2
+                       else np.zeros(1, np.int8))
+        attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in conv.attribute}
+        group, channels = attributes.get("group", 1), integers.shape[0]
+        depthwise = group > 1 and group == channels and integers.shape[1] == 1
+        explicit_pads = attributes.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")  # as the export writes
+        if (integers.dtype != np.int8 or np.any(zero_points != 0) or integers.ndim != 4 or not explicit_pads
+                or (group > 1 and not depthwise)):
+            continue  # not a layout GPTQ is written for here: nearest integers kept
+        geometry = {"kernel": integers.shape[2:], "strides": attributes.get("strides", [1, 1]),
+                    "pads": attributes.get("pads", [0, 0, 0, 0]), "dilations": attributes.get("dilations", [1, 1])}
+        part = Extractor(quantized_model).extract_model([input_name], [conv.input[0]])
+        session = onnxruntime.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
+        width = integers[0].size
+        hessians = torch.zeros((channels, width, width) if depthwise else (width, width), dtype=torch.float64)
+        for batch in batches:
+            inputs = torch.from_numpy(session.run([conv.input[0]], {input_name: batch})[0])
+            patches, _ = convolution_patches(inputs, **geometry, count=positions, random=random)
+            # Products in float32 (8192 positions: ~1e-6 relative), summed over images in float64.
+            if depthwise:
+                hessians += torch.bmm(patches, patches.transpose(1, 2)).to(torch.float64)
+            else:
+                flat = patches.reshape(width, -1)
+                hessians += (flat @ flat.T).to(torch.float64)
+        scales = torch.from_numpy(numpy_helper.to_array(initializers[source.input[1]]).astype(np.float64)).reshape(-1)
+        weights = torch.from_numpy(numpy_helper.to_array(float_weights[conv.name]).copy()).reshape(channels, -1)
+        chosen_integers = gptq_integers(weights, scales.expand(channels), hessians, damping=damping)
+        integers_tensor.CopyFrom(numpy_helper.from_array(
+            chosen_integers.numpy().astype(np.int8).reshape(integers.shape), integers_tensor.name))
+        rounded += 1
+    if added:
+        del graph.value_info[-len(added):]
+    return rounded
 
 
 def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) -> int:

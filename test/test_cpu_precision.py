@@ -21,20 +21,22 @@ from casnet_core.export import OUTPUT_NAMES, OnnxNetwork, export_onnx
 from casnet_core.model import build_casnet
 from casnet_core.onnx_cache import cached_int8_export, int8_cache_path
 from casnet_core.predictor import Predictor
-from casnet_core.quantize import CalibrationError, calibration_images, float_nodes, network_batch, quantize_int8
+from casnet_core.quantize import (CalibrationError, calibration_images, convolution_patches, float_nodes, gptq_integers,
+                                  network_batch, pixel_grid_input, quantize_int8, round_weights)
 from casnet_core.synth import generate_scene
 
 #: Small calibrations keep the tests short; the defaults (8 scenes at 512x1024) are the benchmark's.
 SMALL_CALIBRATION = {"count": 2, "size": (128, 256)}
 #: The issue's semantic agreement asked of int8 and bf16 against fp32 (default model, generated scenes); it also
-#: asks PQ >= 0.95 of each other's panoptic maps, which neither reaches with this model (see below).
+#: asks PQ >= 0.95 of each other's panoptic maps, which both reach at the model's scale but not on the small scenes
+#: of these tests (see below).
 MIN_SEMANTIC_AGREEMENT = 0.98
-#: int8 reaches the semantic agreement (EfficientNet-Lite0 default: measured 99.5 % on these scenes) but not the
-#: issue's PQ of 0.95 against fp32's panoptic maps: measured 0.905 with the bias correction (semantic 99.6 %), 0.898
-#: without it (0.84 before the export wrote the "same" padding
-#: as constants and before today's default thresholds; 0.862 on three 512x1024 scenes; the HRNet model before it:
-#: 0.78-0.82 with min/max calibrations, whole heads kept float changing nothing). Instance borders move with small
-#: feature errors (bf16 alone gives PQ 0.93 on scene 3, test_predictor). Bound below the measured figures.
+#: int8 reaches the semantic agreement (EfficientNet-Lite0 default: measured 99.6 % on these scenes); the issue's PQ
+#: of 0.95 against fp32's panoptic maps it reaches on 12 scenes at the model's scale with the default calibration
+#: (bench_cpu_precision.py: 0.954), not on these three small scenes with this small calibration: measured 0.892
+#: with the pixel grid, GPTQ rounding and the bias correction (0.905 with the bias correction alone, 0.898 without
+#: it; 0.84 before the export wrote the "same" padding as constants; the HRNet model before: 0.78-0.82). Instance
+#: borders move with small feature errors (bf16 alone gives PQ 0.93 on scene 3, test_predictor). Bound below.
 MIN_PQ_INT8 = 0.82
 #: bf16 (cast weights, channels_last): semantic 99.7 %, PQ 0.917 against fp32 on these scenes, short of the issue's
 #: 0.95 (on three 512x1024 scenes, the model's scale: 0.954); heads kept in fp32 gave 0.939 (output convolutions
@@ -173,7 +175,152 @@ def test_bias_correction_gives_the_int8_heads_the_float_means_on_the_calibration
     convs_with_bias = [node for node in onnx.load_from_string(fp32).graph.node
                        if node.op_type == "Conv" and len(node.input) > 2 and node.input[2]]
     assert int(meta["bias_correction"]) == len(convs_with_bias)
-    assert {prop.key: prop.value for prop in onnx.load_from_string(plain).metadata_props}["bias_correction"] == "0"
+    plain_meta = {prop.key: prop.value for prop in onnx.load_from_string(plain).metadata_props}
+    assert plain_meta["bias_correction"] == "0"
+    # Every convolution with int8 weights is rounded by GPTQ (all but the heads' float output convolutions).
+    float_convs = set(json.loads(meta["float_nodes"]))
+    assert int(meta["weight_rounding"]) == len([node for node in convs_with_bias if node.name not in float_convs]) > 0
+    assert plain_meta["weight_rounding"] == meta["weight_rounding"]
+
+
+def test_the_int8_input_is_quantized_on_the_pixel_grid_where_the_normalisation_allows(tiny_model):
+    # tf_efficientnet_lite normalises (pixels - 127.5) / 127.5: one uint8 step per pixel value gives every value of
+    # 0..255 its own integer. The calibrated range (2 dark-ish scenes) merges or clips some.
+    torch.manual_seed(0)
+    lite = build_casnet("tf_efficientnet_lite0", fusion_channels=16, head_channels=8).eval()
+    fp32 = export_onnx(lite)
+    images = list(calibration_images(**SMALL_CALIBRATION))
+    options = {"size": SMALL_CALIBRATION["size"], "weight_rounding": False, "bias_correction": False}
+    every_value = (np.arange(3 * 64 * 128) % 256).astype(np.float32).reshape(1, 3, 64, 128)  # each value, each channel
+
+    def input_values(data: bytes) -> np.ndarray:
+        """The pixel values the int8 network's first convolution sees (its dequantized input, mapped back)."""
+        model = onnx.load_from_string(data)
+        divide = next(node for node in model.graph.node if node.op_type == "Div")  # the normalisation's
+        quantize = next(node for node in model.graph.node if list(node.input[:1]) == [divide.output[0]])
+        dequantize = next(node for node in model.graph.node if list(node.input[:1]) == [quantize.output[0]])
+        model.graph.output.append(
+            onnx.helper.make_tensor_value_info(dequantize.output[0], onnx.TensorProto.FLOAT, None))
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run([dequantize.output[0]], {"images": every_value})[0] * 127.5 + 127.5
+
+    on_grid = quantize_int8(fp32, images, **options)
+    assert {prop.key: prop.value for prop in onnx.load_from_string(on_grid).metadata_props}["input_grid"] == "pixels"
+    # Each pixel value is its own integer: back to the same value but for the half-value shift of the integer
+    # mean (128 for 127.5), which the first convolution's bias takes back.
+    assert np.allclose(input_values(on_grid), every_value - 0.5, atol=1e-3)
+    calibrated = quantize_int8(fp32, images, **options, pixel_grid=False)
+    calibrated_meta = {prop.key: prop.value for prop in onnx.load_from_string(calibrated).metadata_props}
+    assert calibrated_meta["input_grid"] == "calibrated"
+    assert len(np.unique(np.round(input_values(calibrated), 3))) < 256
+
+    # So the first convolution's output on that image is closer to fp32's: no value clipped or merged (measured
+    # largest error 0.006 against 0.071).
+    def first_convolution(data: bytes) -> np.ndarray:
+        model = onnx.load_from_string(data)
+        conv = next(node for node in model.graph.node if node.op_type == "Conv")
+        model.graph.output.append(onnx.helper.make_tensor_value_info(conv.output[0], onnx.TensorProto.FLOAT, None))
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run([conv.output[0]], {"images": every_value})[0]
+
+    reference = first_convolution(fp32)
+    grid_error, calibrated_error = (np.abs(first_convolution(data) - reference).max() for data in (on_grid, calibrated))
+    assert grid_error < 0.5 * calibrated_error
+    # ImageNet's per-channel mean and std (the HRNet test model) allow no common grid: the calibrated range stays.
+    model = onnx.load_from_string(quantize_int8(export_onnx(tiny_model), images, **options))
+    assert {prop.key: prop.value for prop in model.metadata_props}["input_grid"] == "calibrated"
+    assert not pixel_grid_input(model, model)
+
+
+def test_gptq_integers_carry_a_rounding_error_over_to_the_inputs_that_move_with_it():
+    # Weights 0.4 and 0.4 on steps of 1. Nearest rounding gives 0 and 0: the output misses 0.4 x1 + 0.4 x2.
+    always_equal = torch.tensor([[1.0, 1.0], [1.0, 1.0]])  # sum x x^T of inputs with x1 == x2
+    independent = torch.eye(2)
+    weights, steps = torch.tensor([[0.4, 0.4]]), torch.tensor([1.0])
+    # x1 == x2: the first weight's error (0.4) moves to the second (0.4 + ~0.4 -> 1): output x2 = x1, off by 0.2 x1
+    # instead of 0.8 x1.
+    assert gptq_integers(weights, steps, always_equal).tolist() == [[0.0, 1.0]]
+    # Independent inputs: nothing to carry over, the nearest integers.
+    assert gptq_integers(weights, steps, independent).tolist() == [[0.0, 0.0]]
+    # One Hessian per row (a depthwise convolution): each row as with its own.
+    per_row = gptq_integers(weights.repeat(2, 1), steps.repeat(2), torch.stack([always_equal, independent]))
+    assert per_row.tolist() == [[0.0, 1.0], [0.0, 0.0]]
+    # An input that is always zero (diagonal 0) takes no error and keeps the inverse defined.
+    assert gptq_integers(weights, steps, torch.tensor([[1.0, 0.0], [0.0, 0.0]])).tolist() == [[0.0, 0.0]]
+    # Clamped to the int8 weights' range, the rows on their own steps (300 / 2 -> 127; -2.6 / 2 -> -1).
+    assert gptq_integers(torch.tensor([[300.0, -2.6]]), torch.tensor([2.0]), independent).tolist() == [[127.0, -1.0]]
+    # The lazy blocks give what one block gives.
+    torch.manual_seed(0)
+    inputs = torch.randn(40, 200, dtype=torch.float64)
+    big = (torch.randn(6, 40), torch.full((6,), 0.05), inputs @ inputs.T)
+    assert torch.equal(gptq_integers(*big, block=7), gptq_integers(*big, block=40))
+
+
+@pytest.mark.parametrize(("size", "stride", "pads", "dilation", "groups"), [
+    (3, 1, (1, 1, 1, 1), 1, 1), (3, 2, (0, 1, 1, 0), 1, 1), (3, 2, (2, 2, 2, 2), 2, 6), (1, 1, (0, 0, 0, 0), 1, 1)])
+def test_convolution_patches_times_the_weights_is_the_convolution(size, stride, pads, dilation, groups):
+    torch.manual_seed(0)
+    inputs, weights = torch.randn(1, 6, 9, 11), torch.randn(4 if groups == 1 else 6, 6 // groups, size, size)
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(inputs, (pads[1], pads[3], pads[0], pads[2])),
+                                          weights, stride=stride, dilation=dilation, groups=groups)
+    expected = expected.reshape(expected.shape[1], -1)
+    geometry = {"kernel": (size, size), "strides": (stride, stride), "pads": pads, "dilations": (dilation, dilation)}
+    taps = size * size
+
+    def convolved(patches: torch.Tensor) -> torch.Tensor:
+        if groups == 1:
+            return weights.reshape(4, -1) @ patches.reshape(6 * taps, -1)
+        return torch.einsum("ck,ckp->cp", weights.reshape(6, taps), patches)  # depthwise: each channel its own
+
+    # Every output position, in order; then 3 drawn at random.
+    every, positions = convolution_patches(inputs, **geometry)
+    assert every.shape == (6, taps, expected.shape[1]) and positions.tolist() == list(range(expected.shape[1]))
+    assert torch.allclose(convolved(every), expected, atol=1e-5)
+    patches, positions = convolution_patches(inputs, **geometry, count=3, random=np.random.default_rng(0))
+    assert patches.shape == (6, taps, 3) and len(set(positions.tolist())) == 3
+    assert torch.allclose(convolved(patches), expected[:, positions], atol=1e-5)
+
+
+def test_weight_rounding_brings_a_quantized_network_closer_to_the_float_one(tmp_path):
+    # A dense, a depthwise and a 1x1 convolution quantized by onnxruntime (QDQ, per-channel): GPTQ's integers on
+    # the same scales give outputs closer to the float network's on the calibration images (measured: mean squared
+    # error 0.81x the nearest integers'), the graph unchanged but for the weights' integers.
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 1)).eval()
+    batches = [np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255
+               for image in calibration_images(count=2, size=(64, 128))]
+    float_path, int8_path = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    torch.onnx.export(network, torch.from_numpy(batches[0]), str(float_path), input_names=["x"],
+                      output_names=["y"], dynamo=False)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"x": batch}
+
+    quantize_static(str(float_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    float_model, quantized = onnx.load(str(float_path)), onnx.load(str(int8_path))
+    nearest = quantized.SerializeToString()
+    assert round_weights(float_model, quantized, batches) == 3
+
+    def squared_error(model: bytes) -> float:
+        session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+        reference = onnxruntime.InferenceSession(float_path.read_bytes(), providers=["CPUExecutionProvider"])
+        return float(np.mean([((session.run(None, {"x": batch})[0] - reference.run(None, {"x": batch})[0]) ** 2).mean()
+                              for batch in batches]))
+
+    assert squared_error(quantized.SerializeToString()) < 0.95 * squared_error(nearest)
+    changed = {tensor.name for tensor in quantized.graph.initializer} - {
+        tensor.name for tensor in onnx.load_from_string(nearest).graph.initializer}
+    assert not changed and len(quantized.graph.node) == len(onnx.load_from_string(nearest).graph.node)
 
 
 # --------------------------------------------------------------------------- the cache

@@ -95,7 +95,7 @@ def cached_int8_export(checkpoint: str | os.PathLike, model: nn.Module, *,
     """The path of the int8 export of ``model`` (the network the file ``checkpoint`` holds), calibrated on the
     images of the folder ``calibration`` or, when None, on ``count`` generated scenes, at ``size``
     (``casnet_core.quantize``); made on
-    the first call for this checkpoint and calibration (about 30 s for the default model on 2 cores), found in the
+    the first call for this checkpoint and calibration (about 50 s for the default model on 2 cores), found in the
     cache afterwards.
 
     Raises CalibrationError (a ValueError) for a calibration folder with no image, CacheError when no usable

@@ -241,6 +241,41 @@ def quantize_int8(onnx_model: bytes, images: Iterator[np.ndarray] | Sequence[np.
     return quantized.SerializeToString()
 
 
+def partial_session(model, outputs: list[str]):
+    """An onnxruntime session of only the part of ``model`` (an ``onnx.ModelProto``, left as it was) that
+    ``outputs`` need: a session of the whole model runs every node whatever outputs are asked."""
+    import onnx
+    import onnxruntime
+    from onnx.utils import Extractor
+
+    graph = model.graph
+    # The Extractor finds a tensor by its value_info: the quantizer's DequantizeLinear outputs have none.
+    known = {info.name for info in graph.value_info} | {output.name for output in graph.output}
+    missing = [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+               for name in outputs if name not in known]
+    graph.value_info.extend(missing)
+    try:
+        part = Extractor(model).extract_model([graph.input[0].name], outputs)
+    finally:
+        if missing:
+            del graph.value_info[-len(missing):]
+    return onnxruntime.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def quantized_bias(conv, producers: dict, initializers: dict):
+    """The DequantizeLinear node that gives ``conv`` its int32 bias from an initializer, or None."""
+    source = producers.get(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+    if source is None or source.op_type != "DequantizeLinear" or source.input[0] not in initializers:
+        return None
+    return source
+
+
+def int32_steps(values: np.ndarray) -> np.ndarray:
+    """Bias steps as int32, clipped to its range."""
+    limits = np.iinfo(np.int32)
+    return np.clip(values, limits.min, limits.max).astype(np.int32)
+
+
 def pixel_grid_input(float_model, quantized_model) -> bool:
     """Quantize the network's input on the pixel grid, in place, where one uint8 step can be one pixel value: the
     normalized image ``(pixels - mean) / std`` gets the scale ``1 / std`` and the zero point ``round(mean)``
@@ -287,15 +322,8 @@ def pixel_grid_input(float_model, quantized_model) -> bool:
     convs = [node for dequantizer in dequantizers for node in consumers.get(dequantizer.output[0], [])]
     float_weights = {node.name: node.input[1] for node in float_model.graph.node if node.op_type == "Conv"}
     float_initializers = {tensor.name: tensor for tensor in float_model.graph.initializer}
-
-    def quantized_bias(conv):
-        source = producers.get(conv.input[2]) if len(conv.input) > 2 else None
-        if source is None or source.op_type != "DequantizeLinear" or source.input[0] not in initializers:
-            return None
-        return source
-
     if (not dequantizers or any(node.op_type != "DequantizeLinear" for node in dequantizers) or not convs
-            or any(node.op_type != "Conv" or quantized_bias(node) is None
+            or any(node.op_type != "Conv" or quantized_bias(node, producers, initializers) is None
                    or float_initializers.get(float_weights.get(node.name)) is None for node in convs)):
         return False
     new_scale = 1.0 / float(std[0])
@@ -307,15 +335,14 @@ def pixel_grid_input(float_model, quantized_model) -> bool:
 
     for conv in convs:
         weights = numpy_helper.to_array(float_initializers[float_weights[conv.name]]).astype(np.float64)
-        source = quantized_bias(conv)
+        source = quantized_bias(conv, producers, initializers)
         bias = (numpy_helper.to_array(initializers[source.input[0]]).astype(np.float64)
                 * numpy_helper.to_array(initializers[source.input[1]]).astype(np.float64)
                 + np.einsum("oikl,i->o", weights, shift))
         # onnxruntime's integer convolution takes the bias in steps of input scale x weight scale.
         weight_scales = numpy_helper.to_array(initializers[producers[conv.input[1]].input[1]]).astype(np.float64)
         steps_scale = new_scale * weight_scales
-        limits = np.iinfo(np.int32)
-        write(source.input[0], np.clip(np.round(bias / steps_scale), limits.min, limits.max))
+        write(source.input[0], int32_steps(np.round(bias / steps_scale)))
         write(source.input[1], steps_scale)
     # A new constant: the export's Div may share the mean's (127.5 / 127.5).
     means = numpy_helper.to_array(initializers[subtract.input[1]])
@@ -426,10 +453,7 @@ def round_weights(float_model, quantized_model, batches: Sequence[np.ndarray], *
 
     Returns the number of convolutions rounded.
     """
-    import onnx
-    import onnxruntime
     from onnx import helper, numpy_helper
-    from onnx.utils import Extractor
 
     graph = quantized_model.graph
     input_name = graph.input[0].name
@@ -438,11 +462,6 @@ def round_weights(float_model, quantized_model, batches: Sequence[np.ndarray], *
     float_initializers = {tensor.name: tensor for tensor in float_model.graph.initializer}
     float_weights = {node.name: float_initializers.get(node.input[1]) for node in float_model.graph.node
                      if node.op_type == "Conv"}
-    # The Extractor finds a tensor by its value_info: the quantizer's DequantizeLinear outputs have none.
-    known = {info.name for info in graph.value_info} | {output.name for output in graph.output}
-    added = [helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None) for node in graph.node
-             if node.op_type == "DequantizeLinear" and node.output[0] not in known]
-    graph.value_info.extend(added)
     random = np.random.default_rng(seed)
     rounded = 0
     for conv in [node for node in graph.node if node.op_type == "Conv"]:
@@ -463,8 +482,7 @@ def round_weights(float_model, quantized_model, batches: Sequence[np.ndarray], *
             continue  # not a layout GPTQ is written for here: nearest integers kept
         geometry = {"kernel": integers.shape[2:], "strides": attributes.get("strides", [1, 1]),
                     "pads": attributes.get("pads", [0, 0, 0, 0]), "dilations": attributes.get("dilations", [1, 1])}
-        part = Extractor(quantized_model).extract_model([input_name], [conv.input[0]])
-        session = onnxruntime.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = partial_session(quantized_model, [conv.input[0]])
         width = integers[0].size
         hessians = torch.zeros((channels, width, width) if depthwise else (width, width), dtype=torch.float64)
         for batch in batches:
@@ -482,8 +500,6 @@ def round_weights(float_model, quantized_model, batches: Sequence[np.ndarray], *
         integers_tensor.CopyFrom(numpy_helper.from_array(
             chosen_integers.numpy().astype(np.int8).reshape(integers.shape), integers_tensor.name))
         rounded += 1
-    if added:
-        del graph.value_info[-len(added):]
     return rounded
 
 
@@ -505,9 +521,7 @@ def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) 
     Returns the number of convolutions corrected.
     """
     import onnx
-    import onnxruntime
     from onnx import numpy_helper
-    from onnx.utils import Extractor
 
     input_name = quantized_model.graph.input[0].name
     float_outputs = {node.name: node.output[0] for node in float_model.graph.node if node.op_type == "Conv"}
@@ -516,8 +530,8 @@ def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) 
 
     def bias_tensor(conv) -> tuple[onnx.TensorProto, np.ndarray | None] | None:
         """The initializer to shift and, for a quantized bias, its scale; None for a bias computed in the graph."""
-        source = producers.get(conv.input[2])
-        if source is not None and source.op_type == "DequantizeLinear" and source.input[0] in initializers:
+        source = quantized_bias(conv, producers, initializers)
+        if source is not None:
             return initializers[source.input[0]], numpy_helper.to_array(initializers[source.input[1]])
         return (initializers[conv.input[2]], None) if conv.input[2] in initializers else None
 
@@ -528,9 +542,7 @@ def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) 
         return 0
 
     def channel_means(model, outputs: list[str]) -> list[np.ndarray]:
-        # Only the part of the graph the outputs need (onnxruntime runs every node of a session otherwise).
-        part = Extractor(model).extract_model([input_name], outputs)
-        session = onnxruntime.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = partial_session(model, outputs)
         sums: list = [0.0] * len(outputs)
         for batch in batches:
             values = session.run(outputs, {input_name: batch})
@@ -545,9 +557,8 @@ def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) 
         if scale is None:  # a float bias
             values = (numpy_helper.to_array(tensor) + shift).astype(np.float32)
         else:  # int32, in steps of its scale
-            steps = numpy_helper.to_array(tensor).astype(np.int64) + np.round(shift / scale).astype(np.int64)
-            limits = np.iinfo(np.int32)
-            values = np.clip(steps, limits.min, limits.max).astype(np.int32)
+            values = int32_steps(numpy_helper.to_array(tensor).astype(np.int64)
+                                 + np.round(shift / scale).astype(np.int64))
         tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
     return len(convs)
 

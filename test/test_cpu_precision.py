@@ -194,16 +194,22 @@ def test_the_int8_input_is_quantized_on_the_pixel_grid_where_the_normalisation_a
     options = {"size": SMALL_CALIBRATION["size"], "weight_rounding": False, "bias_correction": False}
     every_value = (np.arange(3 * 64 * 128) % 256).astype(np.float32).reshape(1, 3, 64, 128)  # each value, each channel
 
-    def input_values(data: bytes) -> np.ndarray:
-        """The pixel values the int8 network's first convolution sees (its dequantized input, mapped back)."""
+    def tensor_on_every_value(data: bytes, name_of) -> np.ndarray:
+        """The tensor ``name_of(model)`` of the network ``data`` on that image (made a graph output to be read)."""
         model = onnx.load_from_string(data)
+        name = name_of(model)
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run([name], {"images": every_value})[0]
+
+    def dequantized_input(model) -> str:
         divide = next(node for node in model.graph.node if node.op_type == "Div")  # the normalisation's
         quantize = next(node for node in model.graph.node if list(node.input[:1]) == [divide.output[0]])
-        dequantize = next(node for node in model.graph.node if list(node.input[:1]) == [quantize.output[0]])
-        model.graph.output.append(
-            onnx.helper.make_tensor_value_info(dequantize.output[0], onnx.TensorProto.FLOAT, None))
-        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        return session.run([dequantize.output[0]], {"images": every_value})[0] * 127.5 + 127.5
+        return next(node for node in model.graph.node if list(node.input[:1]) == [quantize.output[0]]).output[0]
+
+    def input_values(data: bytes) -> np.ndarray:
+        """The pixel values the int8 network's first convolution sees (its dequantized input, mapped back)."""
+        return tensor_on_every_value(data, dequantized_input) * 127.5 + 127.5
 
     on_grid = quantize_int8(fp32, images, **options)
     assert {prop.key: prop.value for prop in onnx.load_from_string(on_grid).metadata_props}["input_grid"] == "pixels"
@@ -218,11 +224,8 @@ def test_the_int8_input_is_quantized_on_the_pixel_grid_where_the_normalisation_a
     # So the first convolution's output on that image is closer to fp32's: no value clipped or merged (measured
     # largest error 0.006 against 0.071).
     def first_convolution(data: bytes) -> np.ndarray:
-        model = onnx.load_from_string(data)
-        conv = next(node for node in model.graph.node if node.op_type == "Conv")
-        model.graph.output.append(onnx.helper.make_tensor_value_info(conv.output[0], onnx.TensorProto.FLOAT, None))
-        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        return session.run([conv.output[0]], {"images": every_value})[0]
+        return tensor_on_every_value(data, lambda model: next(
+            node for node in model.graph.node if node.op_type == "Conv").output[0])
 
     reference = first_convolution(fp32)
     grid_error, calibrated_error = (np.abs(first_convolution(data) - reference).max() for data in (on_grid, calibrated))

@@ -25,30 +25,26 @@ from casnet_core.quantize import (CalibrationError, calibration_images, convolut
                                   network_batch, pixel_grid_input, quantize_int8, round_weights)
 from casnet_core.synth import generate_scene
 
-#: Small calibrations keep the tests short; the defaults (8 scenes at 512x1024) are the benchmark's.
+#: Small calibrations keep the other tests short; the defaults (8 scenes at 512x1024) are the agreement test's.
 SMALL_CALIBRATION = {"count": 2, "size": (128, 256)}
-#: The issue's semantic agreement asked of int8 and bf16 against fp32 (default model, generated scenes); it also
-#: asks PQ >= 0.95 of each other's panoptic maps, which the benchmark measures at the model's scale (see below), not
-#: these small scenes.
+#: The issue's agreement of int8 and bf16 with fp32 (default model, generated scenes): the same semantic label on
+#: >= 98 % of the pixels and PQ >= 0.95 of the panoptic maps taken against fp32's. Measured as the benchmark does
+#: (``bench_cpu_precision.py --agreement-scenes 12``): the 12 scenes of seeds 100-111 at 512x1024, the model's scale
+#: (its calibration scenes are other seeds), int8 with the default calibration.
 MIN_SEMANTIC_AGREEMENT = 0.98
-#: int8 reaches the semantic agreement (EfficientNet-Lite0 default: measured 99.6 % on these scenes); the issue's PQ
-#: of 0.95 against fp32's panoptic maps it reaches on 12 scenes at the model's scale with the default calibration
-#: (bench_cpu_precision.py: 0.954 with onnxruntime 1.32; 0.949 with Python 3.10's onnxruntime 1.23, so no test
-#: asserts it), not on these three small scenes with this small calibration: measured 0.892
-#: with the pixel grid, GPTQ rounding and the bias correction (0.905 with the bias correction alone, 0.898 without
-#: it; 0.84 before the export wrote the "same" padding as constants; the HRNet model before: 0.78-0.82). Instance
-#: borders move with small feature errors (bf16 alone gives PQ 0.93 on scene 3, test_predictor). Bound below.
-MIN_PQ_INT8 = 0.82
-#: bf16 (cast weights, channels_last): semantic 99.7 %, PQ 0.917 against fp32 on these scenes, short of the issue's
-#: 0.95 (on three 512x1024 scenes, the model's scale: 0.954); heads kept in fp32 gave 0.939 (output convolutions
-#: only: 0.926), not worth their time. Bound below.
-MIN_PQ_BF16 = 0.88
+MIN_PQ_AGREEMENT = 0.95
+#: int8 reaches the semantic agreement (measured 99.73 %) and PQ 0.954 with onnxruntime 1.32 (Python 3.12), 0.949 with
+#: Python 3.10's onnxruntime 1.23 (it quantizes to another file); over other calibration draws and scenes 0.945-0.955
+#: (README). So this bound is below the issue's 0.95: what it holds is that no change loses the int8 steps' gain
+#: (0.945 with the bias correction alone, 0.935 without it either).
+MIN_PQ_INT8 = 0.94
+AGREEMENT_SEEDS = range(100, 112)
 
 
 @pytest.fixture(scope="module")
 def validation_scenes():
-    """Three generated scenes (never calibrated on: the calibration seeds are far from these)."""
-    return [generate_scene(seed, 256, 512)[0] for seed in (1, 2, 3)]
+    """The benchmark's agreement scenes (never calibrated on: the calibration seeds are far from these)."""
+    return [generate_scene(seed, 512, 1024)[0] for seed in AGREEMENT_SEEDS]
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +54,9 @@ def fp32_predictions(validation_scenes):
 
 
 def test_int8_agrees_with_fp32_on_generated_scenes(validation_scenes, fp32_predictions, tmp_path):
-    # The default model quantized with a small calibration (2 generated scenes at 256x512, not the scenes
-    # compared): int8 steps in the backbone move few argmaxes and few instance borders.
-    data = quantize_int8(export_onnx(default_model_path_model()), calibration_images(count=2, size=(256, 512)),
-                         size=(256, 512))
+    # The default model quantized as `casnet export --int8` and the int8 cache do it (8 generated scenes at
+    # 512x1024): int8 steps in the backbone move few argmaxes and few instance borders.
+    data = quantize_int8(export_onnx(default_model_path_model()), calibration_images())
     path = tmp_path / "int8.onnx"
     path.write_bytes(data)
     predictor = Predictor.from_checkpoint(str(path), device="cpu")
@@ -74,6 +69,7 @@ def test_int8_agrees_with_fp32_on_generated_scenes(validation_scenes, fp32_predi
 
 
 def test_bf16_agrees_with_fp32_on_generated_scenes(validation_scenes, fp32_predictions):
+    # bf16 (weights cast, channels_last): measured semantic 99.82 %, PQ 0.972.
     predictor = Predictor.from_checkpoint(str(default_model_path()), device="cpu", precision="bf16")
     assert predictor.backend == "torch"
     predictions = [predictor.predict(scene) for scene in validation_scenes]
@@ -82,7 +78,7 @@ def test_bf16_agrees_with_fp32_on_generated_scenes(validation_scenes, fp32_predi
     agreement = map_agreement(predictions, fp32_predictions)
     semantic, pq = agreement["semantic"], agreement["PQ"]
     assert semantic >= MIN_SEMANTIC_AGREEMENT, semantic
-    assert pq >= MIN_PQ_BF16, pq
+    assert pq >= MIN_PQ_AGREEMENT, pq
 
 
 def default_model_path_model():

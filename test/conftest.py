@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from casnet_ros import transport
@@ -10,6 +12,21 @@ from casnet_ros import transport
 # shipped Fast DDS profile, as on a vehicle. Fast DDS reads it when a process creates its first
 # participant, so it is set before any test runs.
 transport.use_large_image_profile()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """The ONNX export cache of the session (``casnet_core.onnx_cache``: ``$CASNET_CACHE_DIR/onnx``), inherited by
+    the node and command processes the tests start: the tests neither fill the user's own cache with the exports of
+    their test models nor evict the user's exports from it (it keeps the 16 most recently used)."""
+    folder = tmp_path_factory.mktemp("casnet-cache")
+    previous = os.environ.get("CASNET_CACHE_DIR")
+    os.environ["CASNET_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["CASNET_CACHE_DIR"]
+    else:
+        os.environ["CASNET_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

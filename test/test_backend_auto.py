@@ -37,6 +37,12 @@ def _folder_state(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+def test_the_tests_use_a_cache_of_their_own(export_cache):
+    # conftest's session cache: the suite never writes into, or evicts from, the user's cache.
+    assert cache_dir() == export_cache / "onnx"
+    assert Path(os.environ["CASNET_CACHE_DIR"]) == export_cache
+
+
 def test_the_cache_is_under_the_user_cache_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("CASNET_CACHE_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)

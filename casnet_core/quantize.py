@@ -262,9 +262,10 @@ def partial_session(model, outputs: list[str]):
     return onnxruntime.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def quantized_bias(conv, producers: dict, initializers: dict):
-    """The DequantizeLinear node that gives ``conv`` its int32 bias from an initializer, or None."""
-    source = producers.get(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+def dequantized_initializer(node, index: int, producers: dict, initializers: dict):
+    """The DequantizeLinear node that gives ``node`` its input ``index`` from an initializer (a convolution's int8
+    weights: 1, its int32 bias: 2), or None."""
+    source = producers.get(node.input[index]) if len(node.input) > index and node.input[index] else None
     if source is None or source.op_type != "DequantizeLinear" or source.input[0] not in initializers:
         return None
     return source
@@ -323,7 +324,8 @@ def pixel_grid_input(float_model, quantized_model) -> bool:
     float_weights = {node.name: node.input[1] for node in float_model.graph.node if node.op_type == "Conv"}
     float_initializers = {tensor.name: tensor for tensor in float_model.graph.initializer}
     if (not dequantizers or any(node.op_type != "DequantizeLinear" for node in dequantizers) or not convs
-            or any(node.op_type != "Conv" or quantized_bias(node, producers, initializers) is None
+            or any(node.op_type != "Conv" or dequantized_initializer(node, 1, producers, initializers) is None
+                   or dequantized_initializer(node, 2, producers, initializers) is None
                    or float_initializers.get(float_weights.get(node.name)) is None for node in convs)):
         return False
     new_scale = 1.0 / float(std[0])
@@ -335,12 +337,13 @@ def pixel_grid_input(float_model, quantized_model) -> bool:
 
     for conv in convs:
         weights = numpy_helper.to_array(float_initializers[float_weights[conv.name]]).astype(np.float64)
-        source = quantized_bias(conv, producers, initializers)
+        source = dequantized_initializer(conv, 2, producers, initializers)
         bias = (numpy_helper.to_array(initializers[source.input[0]]).astype(np.float64)
                 * numpy_helper.to_array(initializers[source.input[1]]).astype(np.float64)
                 + np.einsum("oikl,i->o", weights, shift))
         # onnxruntime's integer convolution takes the bias in steps of input scale x weight scale.
-        weight_scales = numpy_helper.to_array(initializers[producers[conv.input[1]].input[1]]).astype(np.float64)
+        weight_scales = numpy_helper.to_array(
+            initializers[dequantized_initializer(conv, 1, producers, initializers).input[1]]).astype(np.float64)
         steps_scale = new_scale * weight_scales
         write(source.input[0], int32_steps(np.round(bias / steps_scale)))
         write(source.input[1], steps_scale)
@@ -465,9 +468,8 @@ def round_weights(float_model, quantized_model, batches: Sequence[np.ndarray], *
     random = np.random.default_rng(seed)
     rounded = 0
     for conv in [node for node in graph.node if node.op_type == "Conv"]:
-        source = producers.get(conv.input[1])
-        if (source is None or source.op_type != "DequantizeLinear" or source.input[0] not in initializers
-                or float_weights.get(conv.name) is None):
+        source = dequantized_initializer(conv, 1, producers, initializers)
+        if source is None or float_weights.get(conv.name) is None:
             continue  # a float convolution (the heads' outputs)
         integers_tensor = initializers[source.input[0]]
         integers = numpy_helper.to_array(integers_tensor)
@@ -530,7 +532,7 @@ def correct_biases(float_model, quantized_model, batches: Sequence[np.ndarray]) 
 
     def bias_tensor(conv) -> tuple[onnx.TensorProto, np.ndarray | None] | None:
         """The initializer to shift and, for a quantized bias, its scale; None for a bias computed in the graph."""
-        source = quantized_bias(conv, producers, initializers)
+        source = dequantized_initializer(conv, 2, producers, initializers)
         if source is not None:
             return initializers[source.input[0]], numpy_helper.to_array(initializers[source.input[1]])
         return (initializers[conv.input[2]], None) if conv.input[2] in initializers else None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from casnet_ros import transport
@@ -20,13 +18,9 @@ def export_cache(tmp_path_factory):
     the node and command processes the tests start: the tests neither fill the user's own cache with the exports of
     their test models nor evict the user's exports from it (it keeps the 16 most recently used)."""
     folder = tmp_path_factory.mktemp("casnet-cache")
-    previous = os.environ.get("CASNET_CACHE_DIR")
-    os.environ["CASNET_CACHE_DIR"] = str(folder)
-    yield folder
-    if previous is None:
-        del os.environ["CASNET_CACHE_DIR"]
-    else:
-        os.environ["CASNET_CACHE_DIR"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CASNET_CACHE_DIR", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

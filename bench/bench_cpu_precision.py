@@ -18,7 +18,7 @@ one run, default model.
    pixels whose semantic label int8 / bf16 give as torch fp32 does, and the PQ (PQ_th, PQ_st) of their panoptic
    maps taken against fp32's maps as the ground truth (official Cityscapes rules); and, as the scale of these
    figures, fp32's own agreement with its maps when every uint8 value of the images is changed by -1, 0 or +1
-   (``input_noise``): far below a camera's noise, it moves the maps as much as int8 does.
+   (``input_noise``): far below a camera's noise, it moves the maps nearly as much as int8 does.
 
 Targets (2 cores with AVX-512 VNNI / BF16, nothing else running): int8 <= 0.5x onnxruntime fp32's forward time,
 PQ within 1.0 point of fp32 (AP within 1.5); agreement with fp32's maps >= 98 % of the semantic pixels and

@@ -142,17 +142,19 @@ def agreement(checkpoint: str, scenes: int, rows: list[str]) -> dict[str, dict]:
     images = [generate_scene(seed, 512, 1024)[0] for seed in seeds]
     fp32 = predictor_for("torch", "fp32", checkpoint)
     reference = [fp32.predict(image) for image in images]
-    runs = [(label, backend, precision, images) for label, backend, precision in ROWS
-            if precision != "fp32" and label in rows]
-    runs.append((INPUT_NOISE_ROW, "torch", "fp32", [input_noise(image, seed) for image, seed in zip(images, seeds)]))
     figures = {}
-    for label, backend, precision, inputs in runs:
-        predictor = fp32 if label == INPUT_NOISE_ROW else predictor_for(backend, precision, checkpoint)
+
+    def score(label: str, predictor, inputs: list[np.ndarray], targets: tuple[str, str]) -> None:
         figures[label] = map_agreement([predictor.predict(image) for image in inputs], reference)
-        targets = (" (reference)", "") if label == INPUT_NOISE_ROW else (" (target >= 98)", " (target >= 0.95)")
         print(f"agreement with torch fp32, {scenes} scenes 512x1024: {label:21s} semantic "
               f"{100 * figures[label]['semantic']:.2f} %{targets[0]}, PQ {figures[label]['PQ']:.3f}{targets[1]}, "
               f"PQ_th {figures[label]['PQ_th']:.3f}, PQ_st {figures[label]['PQ_st']:.3f}", flush=True)
+
+    targets = (" (target >= 98)", " (target >= 0.95)")
+    for label, backend, precision in ROWS:
+        if precision != "fp32" and label in rows:
+            score(label, predictor_for(backend, precision, checkpoint), images, targets)
+    score(INPUT_NOISE_ROW, fp32, [input_noise(image, seed) for image, seed in zip(images, seeds)], (" (reference)", ""))
     return figures
 
 

@@ -9,7 +9,10 @@ segment renamed to the ground-truth track it overlaps most: the AQ any tracker c
 predictions.
 
     .venv/bin/python bench/bench_tracking_quality.py [--frames 60] [--seed 29] [--size 512x1024]
-        [--checkpoint CKPT (default: the packaged model)] [--device auto] [--no-model]
+        [--checkpoint CKPT (default: the packaged model)] [--device auto] [--no-model] [--oracle-stride S]
+
+``--oracle-stride`` builds the oracle's heads at another stride than the model's (1: exact heads), to tell what
+the stride costs from what the tracker costs.
 """
 
 from __future__ import annotations
@@ -71,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-model", action="store_true", help="score the oracle only")
+    parser.add_argument("--oracle-stride", type=int, default=None,
+                        help="the oracle's heads at this stride (default: the model's output stride)")
     args = parser.parse_args(argv)
+    if args.oracle_stride is not None and args.oracle_stride < 1:
+        parser.error(f"--oracle-stride must be at least 1, got {args.oracle_stride}")
     height, width = (int(v) for v in args.size.split("x"))
     checkpoint = args.checkpoint or str(default_model_path())
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device)
@@ -82,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
                      ("model, per frame", "model, tracked", "model, ceiling")})
     trackers = {"oracle": Tracker(), "model": Tracker()}
     ceilings = {"oracle": PerfectAssociation(), "model": PerfectAssociation()}
+    oracle_stride = args.oracle_stride or predictor.model.output_stride
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         bag = write_drive_bag(Path(folder) / "drive", args.frames, seed=args.seed, height=height, width=width)
         for frame in bags.read_frames(bag):
             gt = frame.panoptic_gt
-            sources = {"oracle": oracle_prediction(predictor, frame.image_rgb, gt, "full")}
+            sources = {"oracle": oracle_prediction(predictor, frame.image_rgb, gt, "full",
+                                                   stride=oracle_stride)}
             if not args.no_model:
                 sources["model"] = predictor.predict(frame.image_rgb)
             for source, prediction in sources.items():
@@ -95,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[f"{source}, tracked"].add(gt, trackers[source].track(prediction, stamp_ns=frame.stamp_ns).panoptic)
             for source, prediction in sources.items():
                 rows[f"{source}, ceiling"].add(gt, ceilings[source](prediction.panoptic, gt))
-    print(f"drive: {args.frames} frames {width}x{height}, seed {args.seed}; oracle stride "
-          f"{predictor.model.output_stride}; model {checkpoint} on {predictor.device}; "
+    print(f"drive: {args.frames} frames {height}x{width}, seed {args.seed}; oracle stride "
+          f"{oracle_stride}; model {checkpoint} on {predictor.device}; "
           f"{time.perf_counter() - start:.0f} s")
     print(f"{'':<18} {'STQ':>6} {'AQ':>6} {'SQ':>6} {'tracks':>7}")
     missed = False

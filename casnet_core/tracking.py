@@ -19,7 +19,8 @@ pedestrians) and ignore the few stray pixels that stretch a box. The masks are c
 ``MASK_SAMPLES`` pixels, so the cost does not grow with the image.
 
 The box a track is compared with is its last box moved on by its velocity (the mean per-frame change of its box,
-smoothed), so objects that move or grow (the camera drives towards them) stay matched. Unlike ByteTrack, an
+smoothed), so objects that move or grow (the camera drives towards them) stay matched; its width and height stay
+within ``MAX_SIZE_CHANGE`` of the last box's (``predicted_boxes``). Unlike ByteTrack, an
 instance left unmatched always starts a track, whatever its score: every instance of the panoptic map needs a
 number. A track not seen for more than ``max_age`` frames dies.
 
@@ -56,6 +57,11 @@ DEFAULT_TRACKING = {
 }
 #: Pixels sampled (on a regular grid) for the mask IoU: 512x1024 every 4th row and column.
 MASK_SAMPLES = 32768
+#: A predicted box's width and height stay between 1 / this and this times the last box's: the velocity of each edge
+#: would carry a walking pedestrian's width changes (legs apart, then together) on into an empty or inverted box,
+#: which no instance overlaps. Measured on the tuning drives (seeds 31, 33, 35; mean tracked AQ): exact
+#: heads 87.9 -> 89.5, stride-4 oracle 64.1 -> 64.4, default model 29.2 -> 29.7 (1.1 to 1.5 within 0.4 of those).
+MAX_SIZE_CHANGE = 1.25
 # Weight of the newest box change in a track's velocity.
 _VELOCITY_SMOOTHING = 0.5
 _NO_MATCH = 1e6
@@ -93,6 +99,17 @@ class _Numbers:
 
     def release(self, number: int) -> None:
         self._released[number] = None
+
+
+def predicted_boxes(boxes: np.ndarray, velocities: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """(N, 4) x0, y0, x1, y1 boxes, (N, 4) their per-frame change, (N,) frames ahead -> (N, 4) the boxes moved on:
+    the centre by its velocity, the width and height by theirs but kept within ``MAX_SIZE_CHANGE`` of the box's."""
+    ahead = frames[:, None]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 + (velocities[:, :2] + velocities[:, 2:]) / 2 * ahead
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    sizes = np.clip(sizes + (velocities[:, 2:] - velocities[:, :2]) * ahead, sizes / MAX_SIZE_CHANGE,
+                    sizes * MAX_SIZE_CHANGE)
+    return np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
 
 
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -216,7 +233,9 @@ class Tracker:
         labels = np.array([instance.label_id for instance in instances], dtype=np.int64)
         scores = np.array([instance.score for instance in instances], dtype=np.float64)
         tracks = self._tracks
-        predicted = np.array([t.box + t.velocity * (frame - t.last_seen) for t in tracks]).reshape(len(tracks), 4)
+        predicted = predicted_boxes(np.array([t.box for t in tracks]).reshape(len(tracks), 4),
+                                    np.array([t.velocity for t in tracks]).reshape(len(tracks), 4),
+                                    np.array([frame - t.last_seen for t in tracks], dtype=np.float64))
         track_labels = np.array([t.label_id for t in tracks], dtype=np.int64)
         iou = box_iou(buffered(predicted, self.box_buffer), buffered(boxes, self.box_buffer))
         masks = None

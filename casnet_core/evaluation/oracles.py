@@ -202,19 +202,21 @@ def _post_process(
     return EvalPrediction(output.panoptic[0].cpu().numpy(), output.semantic[0].cpu().numpy(), scores)
 
 
-def oracle_prediction(predictor, image_rgb: np.ndarray, panoptic_gt: np.ndarray, oracle: str) -> Prediction:
+def oracle_prediction(predictor, image_rgb: np.ndarray, panoptic_gt: np.ndarray, oracle: str, *,
+                      stride: int | None = None) -> Prediction:
     """The ``Prediction`` of an oracle (an entry of ORACLES) on one frame with Cityscapes panoptic ground truth
     ``panoptic_gt`` (H, W) (a drive's ground-truth topic), for ``casnet replay --oracle``: "semantic" and the
     per-head oracles as ``casnet eval`` runs them with ``predictor``; "full" the ground-truth heads at the
     network's stride (``full_oracle_prediction`` with its oracle thresholds), so that grouping, and tracking
-    after it, are measured without the network. Instances as the Predictor gives them (``instances_of``)."""
+    after it, are measured without the network (``stride``: at that stride instead, e.g. 1 for exact heads).
+    Instances as the Predictor gives them (``instances_of``)."""
     label_ids = segment_label_ids(panoptic_gt).astype(np.uint8)
     instance_ids = np.asarray(panoptic_gt, dtype=np.int32)
     if oracle == "semantic":
         return predictor.predict(image_rgb, semantic_label_ids=label_ids)
     if oracle == "full":
         result = full_oracle_prediction(label_ids, instance_ids, mode=predictor.class_space.mode,
-                                        stride=predictor.model.output_stride)
+                                        stride=stride or predictor.model.output_stride)
     else:
         result = head_oracle_prediction(predictor, image_rgb, label_ids, instance_ids, heads=oracle)
     panoptic = np.asarray(result.panoptic, dtype=np.int32)

@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle-stride", type=int, default=None,
                         help="the oracle's heads at this stride (default: the model's output stride)")
     args = parser.parse_args(argv)
+    height, width = (int(v) for v in args.size.split("x"))
     if args.oracle_stride is not None and args.oracle_stride < 1:
         parser.error(f"--oracle-stride must be at least 1, got {args.oracle_stride}")
-    height, width = (int(v) for v in args.size.split("x"))
+    if args.oracle_stride is not None and (height % args.oracle_stride or width % args.oracle_stride):
+        parser.error(f"--oracle-stride {args.oracle_stride} does not divide the size {args.size}")
     checkpoint = args.checkpoint or str(default_model_path())
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device)
     rows = {name: SegmentationTrackingQuality() for name in

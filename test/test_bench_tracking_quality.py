@@ -42,9 +42,11 @@ def test_exact_heads_reach_the_ceiling_the_model_stride_does_not(tiny_checkpoint
     assert exact["oracle, tracked"][2] == coarse["oracle, tracked"][2] == pytest.approx(100.0)
 
 
-def test_a_stride_below_one_is_refused_in_one_line(tiny_checkpoint, capsys):
+@pytest.mark.parametrize("stride, message", [("0", "--oracle-stride must be at least 1, got 0"),
+                                             ("3", "--oracle-stride 3 does not divide the size 256x512")])
+def test_a_stride_the_drive_cannot_have_is_refused_in_one_line(tiny_checkpoint, capsys, stride, message):
     with pytest.raises(SystemExit) as stop:
-        main([*TINY, "--checkpoint", str(tiny_checkpoint), "--oracle-stride", "0"])
+        main([*TINY, "--checkpoint", str(tiny_checkpoint), "--oracle-stride", stride])
     assert stop.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "--oracle-stride must be at least 1, got 0" in error
+    assert message in error

@@ -1,7 +1,8 @@
 """Cost of the instance tracker (casnet_core.tracking) per frame, on the CPU.
 
-Target: <= 2 ms per frame at 50 instances (``Tracker.update`` with the frame's panoptic map: the association,
-box and mask IoU, and the numbering). Also printed: ``update`` on boxes alone (``mask_iou`` off), and
+Target: <= 2 ms per frame at 50 instances (``Tracker.update`` with the frame's panoptic map and image, as the node
+calls it: the association, box and mask IoU, the instances' mean colours, and the numbering). Also printed: ``update``
+on boxes alone (``mask_iou`` off, no image), and
 ``Tracker.track``, which renumbers the (H, W) panoptic map as well (one table lookup over the pixels).
 
 The frames: N objects of the 8 thing classes with boxes 20..200 px wide in a 512x1024 image, each moving at its
@@ -77,13 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     for count in args.instances:
         frames = list(moving_objects(count, args.frames, height, width))
         maps = [panoptic_of(instances, height, width) for instances in frames]  # drawn beforehand, not timed
+        image = np.random.default_rng(1).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
         timings = {}
         for name, mask_iou in (("update", True), ("boxes only", False)):
             tracker = Tracker(mask_iou=mask_iou)
             samples = []
             for instances, panoptic in zip(frames, maps):
                 start = time.perf_counter()
-                tracker.update(instances, panoptic=panoptic)
+                if mask_iou:
+                    tracker.update(instances, panoptic=panoptic, image=image)
+                else:
+                    tracker.update(instances)
                 samples.append((time.perf_counter() - start) * 1e3)
             timings[name] = samples[5:] or samples
         tracker = Tracker()
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         for instances, panoptic in list(zip(frames, maps))[:60]:
             prediction = Prediction(panoptic, np.zeros((1, 1), np.uint8), instances)
             start = time.perf_counter()
-            tracker.track(prediction)
+            tracker.track(prediction, image=image)
             track_ms.append((time.perf_counter() - start) * 1e3)
         warm = timings["update"]
         p50, p90 = np.percentile(warm, [50, 90])

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 sources["model"] = predictor.predict(frame.image_rgb)
             for source, prediction in sources.items():
                 rows[f"{source}, per frame"].add(gt, prediction.panoptic)
-                rows[f"{source}, tracked"].add(gt, trackers[source].track(prediction, stamp_ns=frame.stamp_ns).panoptic)
+                rows[f"{source}, tracked"].add(gt, trackers[source].track(prediction, stamp_ns=frame.stamp_ns,
+                                                                               image=frame.image_rgb).panoptic)
             for source, prediction in sources.items():
                 rows[f"{source}, ceiling"].add(gt, ceilings[source](prediction.panoptic, gt))
     print(f"drive: {args.frames} frames {height}x{width}, seed {args.seed}; oracle stride "

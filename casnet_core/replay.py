@@ -245,7 +245,7 @@ def replay(
             result.camera = camera
             if tracking and result.prediction is not None:
                 tracker = trackers.setdefault(camera, Tracker())
-                result.prediction = tracker.track(result.prediction, stamp_ns=frame.stamp_ns)
+                result.prediction = tracker.track(result.prediction, stamp_ns=frame.stamp_ns, image=frame.image_rgb)
             recorder.add(result)
     except BaseException:
         recorder.abort()

@@ -19,7 +19,8 @@ TRACKING = "tracking"
 # Node parameter -> Tracker keyword.
 _TRACKER_SETTINGS = {"track_iou_threshold": "iou_threshold", "track_low_iou_threshold": "low_iou_threshold",
                      "track_high_score": "high_score", "track_max_age": "max_age", "track_box_buffer": "box_buffer",
-                     "track_distance_gate": "distance_gate", "track_mask_iou": "mask_iou"}
+                     "track_distance_gate": "distance_gate", "track_mask_iou": "mask_iou",
+                     "track_appearance_scale": "appearance_scale"}
 
 
 def _unit_range(description: str) -> ParameterDescriptor:
@@ -60,6 +61,12 @@ TRACKING_PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                     "instance's mask with the track's mask in the previous frame (masks sampled on a grid of about "
                     f"{MASK_SAMPLES} pixels): neighbours with overlapping boxes stay apart (false: boxes alone). "
                     "Read at configure.")),
+    "track_appearance_scale": (DEFAULT_TRACKING["appearance_scale"], ParameterDescriptor(
+        description="Each pair an association stage allows is weighted by exp(-d / this) in the assignment, d the "
+                    "difference of the instance's and the track's mean colours (sum over R, G, B, 0..255 each): "
+                    "colour chooses between neighbours of one class but never allows or forbids a pair (0: colour "
+                    "unused). Read at configure.",
+        floating_point_range=[FloatingPointRange(from_value=0.0, to_value=765.0, step=0.0)])),
 }
 
 

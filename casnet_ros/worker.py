@@ -163,7 +163,7 @@ class Activation:
             tracker = self.trackers.get(item.camera.name)
             if tracker is None:
                 tracker = self.trackers[item.camera.name] = self.make_tracker()
-            prediction = tracker.track(prediction, stamp_ns=stamp_ns)
+            prediction = tracker.track(prediction, stamp_ns=stamp_ns, image=item.rgb)
         build_start = time.perf_counter()
         messages = build_outputs(prediction, header, item.wanted, self.predictor.mode)
         built = time.perf_counter()

@@ -97,10 +97,11 @@ def ids_of(frame, detections):
     return ids
 
 
-def expected_ids(*predictions):
-    """The ids a fresh Tracker gives the last of ``predictions`` after the others."""
+def expected_ids(frames, predictions, *order):
+    """The ids a fresh Tracker gives the last of the frames ``order`` (indices into ``frames`` and their
+    ``predictions``) after the others, given their images as the node gives them (the instances' colours)."""
     tracker = Tracker()
-    return [[i.id for i in tracker.track(p).instances] for p in predictions][-1]
+    return [[i.id for i in tracker.track(predictions[k], image=frames[k]).instances] for k in order][-1]
 
 
 def test_ids_follow_the_objects_and_restart_when_stamps_go_back(client, frames, predictions):
@@ -109,8 +110,8 @@ def test_ids_follow_the_objects_and_restart_when_stamps_go_back(client, frames, 
 
     ids_1 = ids_of(*send(client, frames[0], stamp_s=100))
     ids_2 = ids_of(*send(client, frames[1], stamp_s=101))
-    assert ids_1 == expected_ids(first)
-    assert ids_2 == expected_ids(first, second)
+    assert ids_1 == expected_ids(frames, predictions, 0)
+    assert ids_2 == expected_ids(frames, predictions, 0, 1)
     # The same object keeps its id: an instance of the second frame on the box of one of the first (same class,
     # box IoU >= 0.7) has that one's id.
     boxes_1 = np.array([i.box for i in first.instances])
@@ -121,7 +122,7 @@ def test_ids_follow_the_objects_and_restart_when_stamps_go_back(client, frames, 
     assert same
     assert all(ids_2[row] == ids_1[column] for row, column in same)
     # ...which per-frame numbering would not give: the test frames are built so that they differ.
-    fresh = expected_ids(second)
+    fresh = expected_ids(frames, predictions, 1)
     assert fresh != ids_2
 
     # The bag starts again: stamp 50 < 101. The second frame is numbered as if it came first.
@@ -134,13 +135,24 @@ def test_deactivate_and_activate_start_afresh(client, frames, predictions):
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
 
-    first, second = predictions
-    assert expected_ids(second) != expected_ids(first, second)  # so a tracker kept over the activation would show
+    # So that a tracker kept over the activation would show:
+    assert expected_ids(frames, predictions, 1) != expected_ids(frames, predictions, 0, 1)
     send(client, frames[0], stamp_s=1)  # earlier than any stamp before: starts afresh, whatever came before
-    assert ids_of(*send(client, frames[1], stamp_s=2)) == expected_ids(first, second)
+    assert ids_of(*send(client, frames[1], stamp_s=2)) == expected_ids(frames, predictions, 0, 1)
     change_state = client.node.create_client(ChangeState, "/casnet/change_state")
     for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
         assert client.call(change_state, ChangeState.Request(transition=Transition(id=transition))).success
     assert client.spin_until(lambda: client.image_publisher.get_subscription_count() > 0, timeout=10)
     # A later stamp, but a new activation: the tracks of the one before are gone.
-    assert ids_of(*send(client, frames[1], stamp_s=3)) == expected_ids(second)
+    assert ids_of(*send(client, frames[1], stamp_s=3)) == expected_ids(frames, predictions, 1)
+
+
+def test_every_track_parameter_reaches_the_tracker():
+    from casnet_ros.tracking_parameters import TRACKING_PARAMETERS, tracker_factory
+
+    values = {name: default for name, (default, _) in TRACKING_PARAMETERS.items()}
+    values.update(track_appearance_scale=25.0, track_distance_gate=2.0, track_max_age=9)
+    tracker = tracker_factory(values.__getitem__)()
+    assert (tracker.appearance_scale, tracker.distance_gate, tracker.max_age) == (25.0, 2.0, 9)
+    values["tracking"] = False
+    assert tracker_factory(values.__getitem__) is None

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from casnet_core.predictor import Instance, Prediction
-from casnet_core.tracking import MAX_SIZE_CHANGE, Tracker, mask_iou, predicted_boxes, relabel_panoptic
+from casnet_core.tracking import (MAX_SIZE_CHANGE, MIN_COLOUR_SAMPLES, Tracker, colour_weights, mask_iou, mean_colours,
+                                  predicted_boxes, relabel_panoptic)
 
 CAR, PERSON = 26, 24
 
@@ -143,6 +144,71 @@ def test_the_mask_keeps_an_object_whose_box_a_stray_pixel_stretched():
     np.testing.assert_array_equal(tracked.panoptic[0, [0, 20, 39]], [26000, 26001, 26001])
 
 
+RED, BLUE, GREY = (200, 30, 30), (30, 30, 200), (90, 90, 90)
+
+
+def _painted(panoptic, colours):
+    """(H, W, 3) uint8 image: each id of ``colours`` (id -> RGB) painted in its colour, the rest grey."""
+    image = np.empty((*panoptic.shape, 3), np.uint8)
+    image[:] = GREY
+    for panoptic_id, colour in colours.items():
+        image[panoptic == panoptic_id] = colour
+    return image
+
+
+def test_colour_chooses_between_two_pedestrians_of_a_group_that_cross():
+    # Two persons walking across each other, boxes 20 px tall: red A (x 0..10) and blue B (x 4..14), then blue at
+    # x 1..11 and red at x 3..13 (the frame numbers blue 24000, red 24001). Box IoUs (no buffer): A with blue 9/11
+    # = 0.82, A with red 7/13 = 0.54, B with blue 0.54, B with red 0.82: every pair is allowed (>= 0.3) and boxes
+    # alone give A's id to the blue person (0.82 + 0.82 against 0.54 + 0.54). Colour weights the red-blue pairs by
+    # exp(-340 / 60) = 0.003: 0.54 + 0.54 wins, each person keeps its id. (Masks off: the boxes decide alone.)
+    first = np.full((20, 16), 7, dtype=np.int32)
+    first[:, 0:4], first[:10, 4:10] = 24000, 24000  # A: columns 0-3, and 4-9 in the top half
+    first[10:, 4:10], first[:, 10:14] = 24001, 24001  # B: 4-9 in the bottom half, and 10-13
+    second = np.full((20, 16), 7, dtype=np.int32)
+    second[:, 1:3], second[10:, 3:11] = 24000, 24000  # blue: x 1..11
+    second[:10, 3:11], second[:, 11:13] = 24001, 24001  # red: x 3..13
+    for scale, expected in ((0.0, [24000, 24001]), (60.0, [24001, 24000])):
+        tracker = Tracker(box_buffer=0.0, mask_iou=False, appearance_scale=scale)
+        tracker.track(_prediction(first), image=_painted(first, {24000: RED, 24001: BLUE}))
+        tracked = tracker.track(_prediction(second), image=_painted(second, {24000: BLUE, 24001: RED}))
+        assert [i.id for i in tracked.instances] == expected
+
+
+def test_colour_never_forbids_a_match():
+    # A red car drives into shade and comes out blue-grey: the one track of its class with box IoU 1 is kept
+    # whatever the colour (its weight exp(-340 / 60) = 0.003 only ranks the pairs a stage allows).
+    panoptic = np.full((20, 20), 7, dtype=np.int32)
+    panoptic[5:15, 2:18] = 26000
+    tracker = Tracker()
+    tracker.track(_prediction(panoptic), image=_painted(panoptic, {26000: RED}))
+    tracked = tracker.track(_prediction(panoptic), image=_painted(panoptic, {26000: BLUE}))
+    assert [i.id for i in tracked.instances] == [26000]
+
+
+def test_mean_colours_and_their_weights():
+    ids = np.array([[1, 1, 1, 2], [1, 1, 1, 2], [1, 1, 1, 1], [1, 1, 1, 1]])
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[..., 0] = 100
+    image[0, 0] = (140, 40, 0)  # one pixel of id 1 differs: its mean (102.5, 2.5, 0) over 16 - 2 = 14 pixels
+    colours = mean_colours(image, ids, np.array([1, 2, 3]))
+    # Id 2 has 2 pixels and id 3 none: fewer than MIN_COLOUR_SAMPLES (10), no colour (NaN).
+    assert MIN_COLOUR_SAMPLES == 10
+    np.testing.assert_allclose(colours[0], [100 + 40 / 14, 40 / 14, 0])
+    assert np.isnan(colours[1:]).all()
+    weights = colour_weights(np.array([[100.0, 0.0, 0.0], [np.nan] * 3]), colours, 60.0)
+    # Track 0 against id 1: |40/14| + |40/14| + 0 = 5.71 -> exp(-5.71 / 60); against the colourless ids, and the
+    # colourless track against any: 1.
+    np.testing.assert_allclose(weights, [[np.exp(-80 / 14 / 60), 1, 1], [1, 1, 1]])
+
+
+def test_an_image_of_another_size_than_the_map_or_without_colours_is_refused():
+    panoptic = np.full((4, 6), 7, dtype=np.int32)
+    for image in (np.zeros((4, 5, 3), np.uint8), np.zeros((4, 6), np.uint8)):  # another size; no colour channels
+        with pytest.raises(ValueError, match="must be"):
+            Tracker().track(_prediction(panoptic), image=image)
+
+
 def test_mask_iou_counts_each_pair_of_masks():
     previous = np.array([[26000, 26000, 26001, 7]])
     current = np.array([[26005, 26000, 26000, 26000]])
@@ -272,3 +338,5 @@ def test_bad_settings_refused():
         Tracker(box_buffer=-0.1)
     with pytest.raises(ValueError):
         Tracker(distance_gate=-1)
+    with pytest.raises(ValueError):
+        Tracker(appearance_scale=-1)

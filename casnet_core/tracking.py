@@ -168,10 +168,7 @@ def mean_colours(image: np.ndarray, ids: np.ndarray, instance_ids: np.ndarray) -
     """(h, w, C) image (a strided view will do) and (h, w) map of ids on the same grid, (N,) ids -> (N, C) float mean
     colour of each id's pixels; NaN for an id with fewer than ``MIN_COLOUR_SAMPLES`` pixels."""
     count = instance_ids.size
-    size = int(max(ids.max(initial=0), instance_ids.max(initial=0))) + 1
-    index = np.full(size, count, dtype=np.int64)
-    index[instance_ids] = np.arange(count)
-    pixel_index = index[ids.ravel()]
+    pixel_index = positions(instance_ids, int(max(ids.max(initial=0), instance_ids.max(initial=0))) + 1)[ids.ravel()]
     pixels = np.bincount(pixel_index, minlength=count + 1)[:count]
     sums = np.stack([np.bincount(pixel_index, weights=image[..., channel].ravel(), minlength=count + 1)[:count]
                      for channel in range(image.shape[-1])], axis=1)
@@ -381,18 +378,22 @@ def sampled(panoptic: np.ndarray) -> np.ndarray:
     return panoptic[::step, ::step].copy()
 
 
+def positions(ids: np.ndarray, size: int) -> np.ndarray:
+    """(size,) table: the position of each value among ``ids`` (N,) distinct values below ``size``, N for any other
+    value, so that a map of ids becomes a map of positions with one lookup per pixel."""
+    table = np.full(size, ids.size, dtype=np.int64)
+    table[ids] = np.arange(ids.size)
+    return table
+
+
 def mask_iou(previous: np.ndarray, current: np.ndarray, track_ids: np.ndarray, instance_ids: np.ndarray) -> np.ndarray:
     """(T, N) IoU of the masks of ``track_ids`` (T,) in the ``previous`` map with those of ``instance_ids`` (N,) in
     the ``current`` map (two maps of ids of the same shape), from one joint count of the pixels."""
     tracks, count = track_ids.size, instance_ids.size
     size = int(max(previous.max(initial=0), current.max(initial=0), track_ids.max(initial=0),
                    instance_ids.max(initial=0))) + 1
-    # Position of each id among track_ids (instance_ids), T (N) for any other value: one table lookup per pixel.
-    track_index = np.full(size, tracks, dtype=np.int64)
-    track_index[track_ids] = np.arange(tracks)
-    instance_index = np.full(size, count, dtype=np.int64)
-    instance_index[instance_ids] = np.arange(count)
-    joint = np.bincount(track_index[previous.ravel()] * (count + 1) + instance_index[current.ravel()],
+    joint = np.bincount(positions(track_ids, size)[previous.ravel()] * (count + 1)
+                        + positions(instance_ids, size)[current.ravel()],
                         minlength=(tracks + 1) * (count + 1)).reshape(tracks + 1, count + 1)
     inter = joint[:tracks, :count]
     union = joint[:tracks].sum(axis=1)[:, None] + joint[:, :count].sum(axis=0)[None, :] - inter

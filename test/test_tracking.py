@@ -190,7 +190,7 @@ def test_mean_colours_and_their_weights():
     ids = np.array([[1, 1, 1, 2], [1, 1, 1, 2], [1, 1, 1, 1], [1, 1, 1, 1]])
     image = np.zeros((4, 4, 3), np.uint8)
     image[..., 0] = 100
-    image[0, 0] = (140, 40, 0)  # one pixel of id 1 differs: its mean (102.5, 2.5, 0) over 16 - 2 = 14 pixels
+    image[0, 0] = (140, 40, 0)  # one pixel of id 1 differs: its mean (100 + 40/14, 40/14, 0) over 16 - 2 = 14 pixels
     colours = mean_colours(image, ids, np.array([1, 2, 3]))
     # Id 2 has 2 pixels and id 3 none: fewer than MIN_COLOUR_SAMPLES (10), no colour (NaN).
     assert MIN_COLOUR_SAMPLES == 10

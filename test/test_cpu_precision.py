@@ -33,14 +33,14 @@ SMALL_CALIBRATION = {"count": 2, "size": (128, 256)}
 #: (its calibration scenes are other seeds), int8 with the default calibration.
 MIN_SEMANTIC_AGREEMENT = 0.98
 MIN_PQ_AGREEMENT = 0.95
-#: int8 reaches the semantic agreement (measured 99.73 %) and PQ 0.954 with onnxruntime 1.32 (Python 3.12), 0.949 with
-#: Python 3.10's onnxruntime 1.23 (it quantizes to another file); over other calibration draws and scenes 0.945-0.955
-#: (README). Those spreads are the maps' sensitivity, not the recipe: the two onnxruntime versions' files differ by a
-#: float rounding in six activation scales, their kernels by as much (each scores 0.944 on the other's file), and fp32
-#: itself, on the same scenes with each pixel value changed by one step at most, agrees with its maps at 0.963
-#: (bench). So this bound is below the issue's 0.95: what it holds is that
-#: no change loses the int8 steps' gain (0.945 with the bias correction alone, 0.935 without it either).
-MIN_PQ_INT8 = 0.94
+#: int8 reaches the semantic agreement (measured 99.77 %) and PQ 0.940 with onnxruntime 1.32 (Python 3.12), 0.941 with
+#: Python 3.10's onnxruntime 1.23 (it quantizes to another file); 0.918 / 0.926 on two other scene sets (README). The
+#: shipped model of 9600 steps moves further under int8 than the one of 6600 steps did (0.954 / 0.949 here) while its
+#: int8 accuracy is fp32's (PQ 49.6 against 49.5 on 50 validation scenes); fp32 itself, on the same scenes with each
+#: pixel value changed by one step at most, agrees with its maps at 0.962 (bench). So this bound is below the issue's
+#: 0.95: what it holds is that no change loses the int8 steps' gain (plain quantization 0.929 on these scenes; over
+#: the three scene sets plain 0.911, the bias correction alone 0.923, all steps 0.928).
+MIN_PQ_INT8 = 0.93
 AGREEMENT_SEEDS = range(100, 112)
 
 

@@ -1,8 +1,9 @@
 """CPU inference by precision (issue 30): torch fp32, onnxruntime fp32, onnxruntime int8, torch bf16, all rows in
-one run, default model.
+one run, the default model (or ``--checkpoint``).
 
-    .venv/bin/python bench/bench_cpu_precision.py [--sizes 512x1024 1024x2048] [--frames 10] [--eval-scenes 50]
-                                                  [--agreement-scenes 12] [--node-rate] [--threads N] [--json FILE]
+    .venv/bin/python bench/bench_cpu_precision.py [--checkpoint default] [--sizes 512x1024 1024x2048] [--frames 10]
+                                                  [--eval-scenes 50] [--agreement-scenes 12] [--agreement-seed 100]
+                                                  [--node-rate] [--threads N] [--json FILE]
 
 1. Per image (``Predictor.predict`` on generated street scenes, after two warm-up frames): forward,
    post-processing and whole-frame ms, p50 / p99, per (size, precision).
@@ -14,7 +15,8 @@ one run, default model.
    evaluators (``casnet eval``). onnxruntime fp32 gives PyTorch fp32's maps (``test_backend_auto``): one fp32 row.
 4. ``--quantize-heads``: also int8 with the heads' output convolutions quantized (the layers
    ``casnet_core.quantize`` keeps float), for the accuracy comparison that decided it.
-5. Agreement with fp32 on ``--agreement-scenes`` generated scenes at 512x1024 (seeds from 100): the fraction of
+5. Agreement with fp32 on ``--agreement-scenes`` generated scenes at 512x1024 (seeds from ``--agreement-seed``,
+   100 by default, the scenes of ``test_cpu_precision.py``): the fraction of
    pixels whose semantic label int8 / bf16 give as torch fp32 does, and the PQ (PQ_th, PQ_st) of their panoptic
    maps taken against fp32's maps as the ground truth (official Cityscapes rules); and, as the scale of these
    figures, fp32's own agreement with its maps when every uint8 value of the images is changed by -1, 0 or +1
@@ -78,14 +80,16 @@ def time_frames(predictor, images: list[np.ndarray], frames: int) -> dict:
     return result
 
 
-def node_rate(backend: str, precision: str, size: str, frame_ms: float, seconds: float) -> float | None:
+def node_rate(backend: str, precision: str, size: str, frame_ms: float, seconds: float,
+              checkpoint: str = "default") -> float | None:
     """The highest rate (Hz) with < 5 % dropped of the real node, from bench_node_rate.py."""
     base = 1000.0 / max(frame_ms, 1.0)
     probes = [round(base * factor, 2) for factor in (0.5, 0.75, 1.0, 1.25, 1.5)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rate.json"
         command = [sys.executable, str(BENCH_DIR / "bench_node_rate.py"), "--device", "cpu", "--size", size,
-                   "--precision", precision, "--backend", backend, "--rate", str(probes[0]), "--seconds", str(seconds),
+                   "--precision", precision, "--backend", backend, "--checkpoint", checkpoint, "--rate", str(probes[0]),
+                   "--seconds", str(seconds),
                    "--probe-rates", *map(str, probes), "--probe-seconds", str(seconds), "--warmup-seconds", "3",
                    "--json", str(out)]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -132,13 +136,14 @@ def input_noise(image: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(image.astype(np.int16) + steps, 0, 255).astype(np.uint8)
 
 
-def agreement(checkpoint: str, scenes: int, rows: list[str]) -> dict[str, dict]:
+def agreement(checkpoint: str, scenes: int, rows: list[str], *, first_seed: int = 100) -> dict[str, dict]:
     """Per int8 / bf16 row, and for torch fp32 on the images changed by one pixel value at most
-    (``INPUT_NOISE_ROW``): semantic pixel agreement and PQ of its panoptic maps against torch fp32's."""
+    (``INPUT_NOISE_ROW``): semantic pixel agreement and PQ of its panoptic maps against torch fp32's, on the
+    generated scenes of seeds ``first_seed``, ``first_seed + 1``, ..."""
     from casnet_core.evaluation.pq import map_agreement
     from casnet_core.synth import generate_scene
 
-    seeds = range(100, 100 + scenes)
+    seeds = range(first_seed, first_seed + scenes)
     images = [generate_scene(seed, 512, 1024)[0] for seed in seeds]
     fp32 = predictor_for("torch", "fp32", checkpoint)
     reference = [fp32.predict(image) for image in images]
@@ -165,6 +170,8 @@ def _percent(value) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["512x1024", "1024x2048"])
+    parser.add_argument("--checkpoint", default="default",
+                        help="'default' (the shipped model) or a checkpoint file, e.g. a model of your own")
     parser.add_argument("--frames", type=int, default=10, help="timed frames per row (p99 needs enough of them)")
     parser.add_argument("--eval-scenes", type=int, default=50, help="generated val scenes for accuracy (0: none)")
     parser.add_argument("--node-rate", action="store_true", help="also the node's rate at < 5 %% drops per row")
@@ -172,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantize-heads", action="store_true", help="accuracy of int8 with quantized heads too")
     parser.add_argument("--agreement-scenes", type=int, default=12,
                         help="generated scenes for the agreement with fp32's maps (0: none)")
+    parser.add_argument("--agreement-seed", type=int, default=100,
+                        help="seed of the first agreement scene (the test's scenes: 100; other sets, e.g. 200, 300)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--rows", nargs="+", default=[label for label, _, _ in ROWS],
                         choices=[label for label, _, _ in ROWS], metavar="ROW")
@@ -182,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     from casnet_core import default_model_path
     from casnet_core.synth import generate_scene
 
-    checkpoint = str(default_model_path())
+    checkpoint = str(default_model_path()) if args.checkpoint == "default" else args.checkpoint
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} (figures of a shared machine are not the quiet machine's)", flush=True)
     results: dict = {"load_average_start": list(os.getloadavg()), "timings": {}, "node_rate_hz": {}}
@@ -212,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
             for label, backend, precision in ROWS:
                 if label in args.rows:
                     frame_ms = results["timings"][f"{size} {label}"]["total"]["p50"]
-                    rate = node_rate(backend, precision, size, frame_ms, args.node_seconds)
+                    rate = node_rate(backend, precision, size, frame_ms, args.node_seconds, checkpoint)
                     results["node_rate_hz"][f"{size} {label}"] = rate
                     print(f"{size}: {label:18s} node rate at < 5 % drops: {rate} Hz", flush=True)
     if args.agreement_scenes:
-        results["agreement"] = agreement(checkpoint, args.agreement_scenes, args.rows)
+        results["agreement"] = agreement(checkpoint, args.agreement_scenes, args.rows,
+                                         first_seed=args.agreement_seed)
     if args.eval_scenes:
         with tempfile.TemporaryDirectory(prefix="bench_cpu_precision_") as tmp:
             results["accuracy"] = accuracy(checkpoint, args.eval_scenes, Path(tmp), args.quantize_heads)

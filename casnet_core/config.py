@@ -65,7 +65,10 @@ DEFAULTS: dict[str, Any] = {
                # Pretrained backbones: its lr is backbone_lr_factor x lr (new layers learn at lr), and
                # freeze_backbone_bn keeps its BatchNorm statistics as pretrained (small CPU batches estimate them
                # poorly). channels_last applies on the CPU too with channels_last_cpu.
-               "backbone_lr_factor": 1.0, "freeze_backbone_bn": False, "channels_last_cpu": False},
+               "backbone_lr_factor": 1.0, "freeze_backbone_bn": False, "channels_last_cpu": False,
+               # Quantization-aware fine-tuning: convolutions run on int8-rounded weights and inputs as the int8
+               # export rounds them (casnet_core.training.fake_quant; with freeze_bn).
+               "fake_quant": False},
 }
 
 
@@ -160,6 +163,7 @@ SCHEMA: dict[str, Spec] = {
     "solver.backbone_lr_factor": Spec(float, gt=0),
     "solver.freeze_backbone_bn": Spec(bool),
     "solver.channels_last_cpu": Spec(bool),
+    "solver.fake_quant": Spec(bool),
 }
 
 

@@ -61,7 +61,7 @@ from casnet_core.training.setup import TrainingError, process_device, rank_devic
 from casnet_core.training.validation import validate
 
 # The names other modules and the tests import from here; the code behind them lives in casnet_core/training/
-# (setup, schedule, loop, checkpointing, validation, run_log).
+# (setup, schedule, loop, checkpointing, validation, run_log, fake_quant).
 __all__ = [
     "RESUME_FIXED_SOLVER_KEYS", "TrainingError", "agree_on_losses", "check_config", "epoch_batches",
     "load_scaler_state", "loss_options", "process_device", "rank_device", "register", "train", "validate",

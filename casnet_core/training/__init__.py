@@ -6,5 +6,6 @@
 * ``loop``: starting or resuming a run, and its step loop;
 * ``checkpointing``: last.pt written and read back (resume), ``--init``'s weights, the output folder's run files;
 * ``validation``: PQ and mIoU during training, best.pt;
-* ``run_log``: log.jsonl and TensorBoard.
+* ``run_log``: log.jsonl and TensorBoard;
+* ``fake_quant``: quantization-aware fine-tuning (``solver.fake_quant``), the convolutions run through int8 rounding.
 """

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from casnet_core.errors import one_line
 from casnet_core.model import build_casnet
+from casnet_core.training.fake_quant import attach_fake_quant
 from casnet_core.training.run_log import RunLog
 from casnet_core.training.setup import TrainingError, training_dataset, validation_samples
 
@@ -77,6 +78,8 @@ class TrainingRun:
             self.model = build_casnet(**config["model"]).to(device)
         except (OSError, RuntimeError, ValueError) as error:  # unknown backbone, unreadable weights file
             raise TrainingError(f"cannot build the model {config['model']}: {one_line(error)}") from error
+        if solver["fake_quant"]:
+            attach_fake_quant(self.model)
         # channels_last: the layout tensor-core convolutions read without transposes (CUDA only).
         self.channels_last = solver["channels_last"] and (device.type == "cuda" or solver["channels_last_cpu"])
         if device.type == "cuda":

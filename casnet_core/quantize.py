@@ -24,8 +24,8 @@ its integer kernels (AVX-512 VNNI on current x86 CPUs):
   at 0.5, box IoUs, the argmax of 19 close logits), and one int8 step there costs more accuracy than its
   share of the time (``bench/bench_cpu_precision.py`` measures PQ both ways with ``--quantize-heads``).
 
-A model fine-tuned through this rounding (``solver.fake_quant``, ``casnet_core.training.fake_quant``; the shipped
-model's last steps) moves less under it.
+The shipped model's last steps were trained through this rounding (``solver.fake_quant``,
+``casnet_core.training.fake_quant``): its int8 is a little more accurate than its fp32 (README).
 
 The result keeps the export's contract (float32 input and outputs, same names and metadata) and adds the
 metadata ``precision`` (``int8``), ``calibration`` (what it was calibrated on), ``float_nodes``, ``input_grid``

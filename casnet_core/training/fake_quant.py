@@ -1,5 +1,5 @@
 """Quantization-aware fine-tuning (``solver.fake_quant``): the model trains through the int8 rounding that
-``casnet export --int8`` (``casnet_core.quantize``) applies later, so that its maps depend less on it.
+``casnet export --int8`` (``casnet_core.quantize``) applies later, i.e. for the network that int8 runs.
 
 Each convolution of the model, in training and in evaluation, runs on
 

@@ -71,7 +71,7 @@ def test_convolutions_run_on_rounded_weights_and_inputs_but_the_image_is_not_rou
                                   atol=1e-5)
 
 
-def test_the_model_keeps_its_state_and_the_heads_outputs_keep_float_weights():
+def test_the_model_keeps_its_state_and_a_deep_copy_rounds_its_own_weights():
     torch.manual_seed(0)
     model = build_casnet("hrnet_w18_small", mode="panoptic", fusion_channels=32, head_channels=16).eval()
     keys = set(model.state_dict())
@@ -100,7 +100,8 @@ def test_the_model_keeps_its_state_and_the_heads_outputs_keep_float_weights():
 
 
 def test_the_head_output_convolutions_round_their_input_but_keep_float_weights():
-    # As the int8 export keeps them (casnet_core.quantize.FLOAT_HEADS); the hidden convolution is rounded.
+    # As the int8 export keeps them (casnet_core.quantize.FLOAT_HEADS). The hidden convolution, the first here, rounds
+    # its weights and not its input.
     torch.manual_seed(0)
     model = nn.Module()
     model.box_head = Head(8, 16, 3)
@@ -112,10 +113,11 @@ def test_the_head_output_convolutions_round_their_input_but_keep_float_weights()
         out = model.box_head.out(hidden)
         rounded_hidden = F.relu(model.box_head.hidden[1](F.conv2d(
             features, fake_quantize_weight(model.box_head.hidden[0].weight), padding=1)))
-    # Eval mode with no range yet: the first input sets it.
     assert torch.allclose(hidden, rounded_hidden, atol=1e-5)
+    # In eval mode with no range yet, the first input sets it.
     rounded_input = fake_quantize_input(hidden, _InputRange(), update=True)
     assert torch.allclose(out, F.conv2d(rounded_input, model.box_head.out.weight, model.box_head.out.bias), atol=1e-5)
+
 
 def test_a_fake_quant_run_saves_float_weights_that_load_as_a_plain_model(synth_root, tmp_path):
     config = load_config("config/synthetic_cpu.yaml", [

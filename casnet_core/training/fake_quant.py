@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import Conv2dSame
-from timm.layers.padding import pad_same
+from timm.layers.conv2d_same import conv2d_same
 
 from casnet_core.quantize import FLOAT_HEADS
 
@@ -43,7 +42,9 @@ class _InputRange:
     high: float | None = None
 
     def update(self, x: torch.Tensor) -> None:
-        low, high = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+        # One pass over the tensor and one read back (a GPU sync) for both ends.
+        low, high = torch.stack(torch.aminmax(x)).float().tolist()
+        low, high = min(low, 0.0), max(high, 0.0)
         if self.low is None or self.high is None:
             self.low, self.high = low, high
         else:
@@ -77,15 +78,14 @@ def attach_fake_quant(model: nn.Module) -> int:
     returns how many convolutions it changed. The model's parameters and state_dict keys are unchanged; a deep copy
     of the model keeps the rounding, on its own weights and ranges."""
     changed = 0
-    first = True
     for name, conv in model.named_modules():
         if not isinstance(conv, nn.Conv2d):
             continue
-        # Plain attributes (neither parameters nor buffers): nothing enters the state_dict.
-        conv.fake_quant_input = None if first else _InputRange()
+        # Plain attributes (neither parameters nor buffers): nothing enters the state_dict. The first convolution
+        # reads the image, which is not rounded.
+        conv.fake_quant_input = _InputRange() if changed else None
         conv.fake_quant_weight = not _is_float_output(name)
         conv.forward = types.MethodType(_fake_quant_forward, conv)
-        first = False
         changed += 1
     return changed
 
@@ -95,6 +95,5 @@ def _fake_quant_forward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         x = fake_quantize_input(x, conv.fake_quant_input, update=conv.training)
     weight = fake_quantize_weight(conv.weight) if conv.fake_quant_weight else conv.weight
     if isinstance(conv, Conv2dSame):  # timm's "same" padding, computed from the input size in its forward
-        x = pad_same(x, conv.weight.shape[-2:], conv.stride, conv.dilation)
-        return F.conv2d(x, weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+        return conv2d_same(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return conv._conv_forward(x, weight, conv.bias)
